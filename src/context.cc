@@ -1,0 +1,953 @@
+#include "context.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <poll.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "buffer.h"
+#include "errors.h"
+#include "sysaio.h"
+
+#ifndef IOCB_FLAG_IOPRIO
+#define IOCB_FLAG_IOPRIO (1 << 1)
+#endif
+
+namespace kaio {
+namespace {
+
+enum SlotState : uint8_t { kFree = 0, kInKernel, kQueued };
+
+constexpr unsigned kSubmitChunk = 64;   // iocbs prepared per io_submit
+constexpr int kReapBatch = 64;          // events per io_getevents
+constexpr unsigned kInlineRefs = 16;    // vector refs copied to the stack
+constexpr int kKernelRetries = 4;       // io_submit EAGAIN retries
+constexpr uint32_t kKnownRwFlags =
+	KAIO_RWF_DSYNC | KAIO_RWF_SYNC | KAIO_RWF_NOWAIT | KAIO_RWF_APPEND;
+
+const char kCapacityMessage[] =
+	"the context is at capacity: reap completions with kaio_poll or kaio_wait, "
+	"then submit again";
+
+// The contexts this thread is delivering on (callbacks, release functions),
+// innermost first: poll, wait and destroy on them return -EBUSY.
+struct FrameNode {
+	const Context *ctx;
+	FrameNode *prev;
+};
+thread_local FrameNode *tl_frames = nullptr;
+
+const char *op_name(uint32_t op)
+{
+	switch (op) {
+	case KAIO_OP_READ: return "read";
+	case KAIO_OP_WRITE: return "write";
+	case KAIO_OP_READV: return "readv";
+	case KAIO_OP_WRITEV: return "writev";
+	case KAIO_OP_FSYNC: return "fsync";
+	case KAIO_OP_FDATASYNC: return "fdatasync";
+	default: return "operation";
+	}
+}
+
+bool is_write(uint32_t op)
+{
+	return op == KAIO_OP_WRITE || op == KAIO_OP_WRITEV;
+}
+
+bool is_vector(uint32_t op)
+{
+	return op == KAIO_OP_READV || op == KAIO_OP_WRITEV;
+}
+
+unsigned long read_proc_ulong(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	unsigned long v = 0;
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
+int64_t now_ms()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+} // namespace
+
+class Context::DeliveryFrame {
+public:
+	explicit DeliveryFrame(const Context *c) : node_{c, tl_frames} { tl_frames = &node_; }
+	~DeliveryFrame() { tl_frames = node_.prev; }
+	DeliveryFrame(const DeliveryFrame &) = delete;
+	DeliveryFrame &operator=(const DeliveryFrame &) = delete;
+
+private:
+	FrameNode node_;
+};
+
+bool Context::delivering_on_this_thread() const
+{
+	for (const FrameNode *f = tl_frames; f; f = f->prev)
+		if (f->ctx == this)
+			return true;
+	return false;
+}
+
+// ---- creation and teardown ---------------------------------------------------
+
+Context::Context(kaio_ctx *handle, unsigned capacity, unsigned flags)
+	: handle_(handle), capacity_(capacity),
+	  allow_buffered_(flags & KAIO_CTX_ALLOW_BUFFERED),
+	  threaded_(!(flags & KAIO_CTX_SINGLE_THREAD)), lock_(threaded_)
+{
+}
+
+int Context::create(Context **out, kaio_ctx *handle, unsigned capacity, unsigned flags)
+{
+	Context *c = new (std::nothrow) Context(handle, capacity, flags);
+	if (!c)
+		return fail(ENOMEM, "kaio_ctx_create: out of memory");
+	c->slots_ = static_cast<Slot *>(calloc(capacity, sizeof(Slot)));
+	if (!c->slots_) {
+		delete c;
+		return fail(ENOMEM, "kaio_ctx_create: out of memory for %u request slots", capacity);
+	}
+	for (unsigned i = capacity; i-- > 0;) {
+		c->slots_[i].next = c->free_;
+		c->free_ = &c->slots_[i];
+	}
+	c->evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->wakefd_ = c->evfd_ < 0 ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (c->wakefd_ < 0) {
+		int err = errno;
+		delete c;
+		return fail(err, "kaio_ctx_create: cannot create an eventfd: %s", errno_text(err));
+	}
+	int rc = kaio_sys_io_setup(capacity, &c->kctx_);
+	if (rc < 0) {
+		c->kctx_ = nullptr;
+		delete c;
+		int err = -rc;
+		if (err == EAGAIN) {
+			unsigned long max = read_proc_ulong("/proc/sys/fs/aio-max-nr");
+			unsigned long cur = read_proc_ulong("/proc/sys/fs/aio-nr");
+			return fail(EAGAIN,
+			            "cannot set up a kernel AIO queue of %u requests: the system-wide "
+			            "limit /proc/sys/fs/aio-max-nr (%lu) would be passed (aio-nr is "
+			            "%lu); raise it with `sysctl fs.aio-max-nr=N` or use a smaller capacity",
+			            capacity, max, cur);
+		}
+		if (err == ENOSYS)
+			return fail(ENOSYS, "kernel AIO is not available (io_setup: ENOSYS): the "
+			                    "kernel was built without CONFIG_AIO");
+		return fail(err, "cannot set up a kernel AIO queue of %u requests: io_setup: %s",
+		            capacity, errno_text(err));
+	}
+	*out = c;
+	return 0;
+}
+
+Context::~Context()
+{
+	if (kctx_)
+		kaio_sys_io_destroy(kctx_);
+	if (evfd_ >= 0)
+		close(evfd_);
+	if (wakefd_ >= 0)
+		close(wakefd_);
+	if (slots_) {
+		for (unsigned i = 0; i < capacity_; i++) {
+			free(slots_[i].vbufs);
+			free(slots_[i].iov);
+		}
+		free(slots_);
+	}
+}
+
+void Context::abandon_in_child()
+{
+	// The kernel context, and every reference in flight, belong to the
+	// parent: free our memory, touch nothing else.
+	kctx_ = nullptr;
+}
+
+void Context::drain_for_destroy()
+{
+	shutting_down_.store(true, std::memory_order_seq_cst);
+	DeliveryFrame frame(this);
+
+	// Events reaped but not yet copied: nowhere to go now.
+	lock_.lock();
+	Slot *chain = queue_head_;
+	queue_head_ = queue_tail_ = nullptr;
+	queued_.store(0, std::memory_order_relaxed);
+	lock_.unlock();
+	while (chain) {
+		Slot *next = chain->next;
+		drop_slot_refs(chain);
+		free_slot(chain);
+		chain = next;
+	}
+
+	// Everything still in the kernel: wait for it, deliver callbacks.
+	struct io_event kev[kReapBatch];
+	while (inflight_.load(std::memory_order_acquire) > 0) {
+		int r = kaio_sys_io_getevents(kctx_, 1, kReapBatch, kev, nullptr);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		for (int i = 0; i < r; i++) {
+			Slot *s = static_cast<Slot *>(kev[i].data);
+			s->res = static_cast<int64_t>(static_cast<long>(kev[i].res));
+			if (s->cb) {
+				deliver_callback(s);
+			} else {
+				drop_slot_refs(s);
+				free_slot(s);
+			}
+		}
+	}
+	if (inflight_.load(std::memory_order_acquire) > 0) {
+		// The kernel would not report completions.  io_destroy waits for
+		// all of its I/O to finish, after which no buffer is in use: only
+		// then are references dropped, with the real result unknown.
+		kaio_sys_io_destroy(kctx_);
+		kctx_ = nullptr;
+		for (unsigned i = 0; i < capacity_; i++) {
+			Slot *s = &slots_[i];
+			if (s->state != kInKernel)
+				continue;
+			s->res = -ECANCELED;
+			if (s->cb) {
+				deliver_callback(s);
+			} else {
+				drop_slot_refs(s);
+				free_slot(s);
+			}
+		}
+	}
+}
+
+// ---- submission ---------------------------------------------------------------
+
+bool Context::reserve()
+{
+	unsigned cur = inflight_.load(std::memory_order_relaxed);
+	do {
+		if (cur >= capacity_)
+			return false;
+	} while (!inflight_.compare_exchange_weak(cur, cur + 1, std::memory_order_acquire,
+	                                          std::memory_order_relaxed));
+	return true;
+}
+
+void Context::unreserve()
+{
+	inflight_.fetch_sub(1, std::memory_order_release);
+}
+
+Slot *Context::take_slot()
+{
+	// reserve() succeeded, so a slot is free: each is returned to the
+	// list before its unit of capacity is given back.
+	lock_.lock();
+	Slot *s = free_;
+	free_ = s->next;
+	lock_.unlock();
+	return s;
+}
+
+void Context::free_slot(Slot *s)
+{
+	lock_.lock();
+	s->state = kFree;
+	s->next = free_;
+	free_ = s;
+	lock_.unlock();
+	unreserve();
+}
+
+void Context::drop_slot_refs(Slot *s)
+{
+	if (s->buf) {
+		kaio_buf *b = s->buf;
+		s->buf = nullptr;
+		buf_put(b);
+	}
+	for (uint32_t i = 0; i < s->nvec; i++)
+		buf_put(s->vbufs[i]);
+	s->nvec = 0;
+}
+
+int Context::validate(const struct kaio_op &op, FdInfo *info)
+{
+	if (op.reserved32 || op.reserved[0] || op.reserved[1])
+		return fail(EINVAL, "kaio_op reserved fields must be 0");
+	if (op.rw_flags & ~kKnownRwFlags)
+		return fail(EINVAL, "unknown rw_flags bits %#x (known: KAIO_RWF_DSYNC, _SYNC, _NOWAIT, _APPEND)",
+		            op.rw_flags & ~kKnownRwFlags);
+	if (op.ioprio > 0xffff)
+		return fail(EINVAL, "ioprio %#x does not fit the kernel's 16-bit I/O priority", op.ioprio);
+	switch (op.op) {
+	case KAIO_OP_READ:
+	case KAIO_OP_WRITE:
+	case KAIO_OP_READV:
+	case KAIO_OP_WRITEV:
+		return validate_rw(op, info);
+	case KAIO_OP_FSYNC:
+	case KAIO_OP_FDATASYNC:
+		if (op.fd < 0)
+			return fail(EBADF, "%s: fd %d is negative", op_name(op.op), op.fd);
+		if (op.offset != 0)
+			return fail(EINVAL, "%s: the offset of a sync operation must be 0 (it is %llu)",
+			            op_name(op.op), static_cast<unsigned long long>(op.offset));
+		if (op.rw_flags)
+			return fail(EINVAL, "%s: rw_flags apply only to reads and writes", op_name(op.op));
+		return fdcache_.get(op.fd, info);
+	default:
+		return fail(EINVAL, "unknown operation code %u (expected KAIO_OP_READ..KAIO_OP_FDATASYNC)",
+		            op.op);
+	}
+}
+
+int Context::validate_rw(const struct kaio_op &op, FdInfo *info)
+{
+	const char *name = op_name(op.op);
+	if (op.fd < 0)
+		return fail(EBADF, "%s: fd %d is negative", name, op.fd);
+	const bool append = op.rw_flags & KAIO_RWF_APPEND;
+	if (append && !is_write(op.op))
+		return fail(EINVAL, "%s: KAIO_RWF_APPEND applies only to writes", name);
+	if (!append && op.offset > uint64_t(INT64_MAX))
+		return fail(EINVAL, "%s: offset %llu is above INT64_MAX", name,
+		            static_cast<unsigned long long>(op.offset));
+	uint64_t total;
+	if (!is_vector(op.op)) {
+		if (!buf_live(op.buf))
+			return buf_refused(op.buf, name);
+		const uint64_t blen = op.buf->len;
+		if (op.buf_offset > blen || op.len > blen - op.buf_offset)
+			return fail(EINVAL,
+			            "%s: %llu bytes at buffer offset %llu do not fit in the buffer of %llu bytes",
+			            name, static_cast<unsigned long long>(op.len),
+			            static_cast<unsigned long long>(op.buf_offset),
+			            static_cast<unsigned long long>(blen));
+		total = op.len;
+	} else {
+		if (op.nvec == 0 || op.nvec > IOV_MAX)
+			return fail(EINVAL, "%s: nvec %u is outside 1..%d (IOV_MAX)", name, op.nvec, IOV_MAX);
+		if (!op.vec)
+			return fail(EINVAL, "%s: vec is NULL", name);
+		total = 0;
+		for (uint32_t i = 0; i < op.nvec; i++) {
+			const struct kaio_vec &v = op.vec[i];
+			if (!buf_live(v.buf))
+				return fail(EINVAL, "%s: segment %u: buffer %p %s", name, i,
+				            static_cast<const void *>(v.buf), buf_problem(v.buf));
+			const uint64_t blen = v.buf->len;
+			if (v.offset > blen || v.len > blen - v.offset)
+				return fail(EINVAL,
+				            "%s: segment %u: %llu bytes at buffer offset %llu do not fit in "
+				            "the buffer of %llu bytes", name, i,
+				            static_cast<unsigned long long>(v.len),
+				            static_cast<unsigned long long>(v.offset),
+				            static_cast<unsigned long long>(blen));
+			total += v.len; // each <= a buffer length <= INT64_MAX: no wrap below
+			if (total > uint64_t(INT64_MAX))
+				return fail(EINVAL, "%s: the segments add up to more than INT64_MAX bytes", name);
+		}
+	}
+	if (!append && total > uint64_t(INT64_MAX) - op.offset)
+		return fail(EINVAL, "%s: offset %llu plus length %llu passes INT64_MAX", name,
+		            static_cast<unsigned long long>(op.offset),
+		            static_cast<unsigned long long>(total));
+	return check_fd_for_rw(op, total, info);
+}
+
+namespace {
+
+// Why fd (as described by info) cannot take op, or 0.  Sets the last error
+// only when `explain`.
+int rw_refusal(const struct kaio_op &op, uint64_t total, const FdInfo &info,
+               bool allow_buffered, bool explain)
+{
+	const char *name = op_name(op.op);
+	const bool write = is_write(op.op);
+	if (info.kind != FdKind::kRegular && info.kind != FdKind::kBlock) {
+		if (info.kind_bits == 0 && !explain)
+			return EINVAL;
+		return explain ? -fail(EINVAL,
+		                       "%s: fd %d is a %s; kernel AIO reads and writes need a regular "
+		                       "file or a block device", name, op.fd, fd_kind_name(info))
+		               : EINVAL;
+	}
+	if (write ? !info.writable : !info.readable)
+		return explain ? -fail(EBADF, "%s: fd %d is not open for %s", name, op.fd,
+		                       write ? "writing" : "reading")
+		               : EBADF;
+	if (!info.direct) {
+		if (allow_buffered)
+			return 0;
+		return explain ? -fail(EINVAL,
+		                       "%s: fd %d was opened without O_DIRECT; open it with O_DIRECT, or "
+		                       "create the context with KAIO_CTX_ALLOW_BUFFERED to accept "
+		                       "buffered (synchronous) I/O", name, op.fd)
+		               : EINVAL;
+	}
+	const uint64_t mem = info.mem_align, off = info.off_align;
+	const bool append = op.rw_flags & KAIO_RWF_APPEND;
+	if (off && !append && (op.offset & (off - 1)))
+		return explain ? -fail(EINVAL,
+		                       "%s: offset %llu is not aligned to %llu bytes, the direct-I/O "
+		                       "alignment of fd %d", name,
+		                       static_cast<unsigned long long>(op.offset),
+		                       static_cast<unsigned long long>(off), op.fd)
+		               : EINVAL;
+	if (!is_vector(op.op)) {
+		const uintptr_t addr = reinterpret_cast<uintptr_t>(op.buf->data) + op.buf_offset;
+		if (mem && (addr & (mem - 1)))
+			return explain ? -fail(EINVAL,
+			                       "%s: buffer address %p is not aligned to %llu bytes, the "
+			                       "direct-I/O memory alignment of fd %d", name,
+			                       reinterpret_cast<void *>(addr),
+			                       static_cast<unsigned long long>(mem), op.fd)
+			               : EINVAL;
+		if (off && (op.len & (off - 1)))
+			return explain ? -fail(EINVAL,
+			                       "%s: length %llu is not aligned to %llu bytes, the direct-I/O "
+			                       "alignment of fd %d", name,
+			                       static_cast<unsigned long long>(op.len),
+			                       static_cast<unsigned long long>(off), op.fd)
+			               : EINVAL;
+		return 0;
+	}
+	for (uint32_t i = 0; i < op.nvec; i++) {
+		const struct kaio_vec &v = op.vec[i];
+		const uintptr_t addr = reinterpret_cast<uintptr_t>(v.buf->data) + v.offset;
+		if (mem && (addr & (mem - 1)))
+			return explain ? -fail(EINVAL,
+			                       "%s: segment %u: buffer address %p is not aligned to %llu "
+			                       "bytes, the direct-I/O memory alignment of fd %d", name, i,
+			                       reinterpret_cast<void *>(addr),
+			                       static_cast<unsigned long long>(mem), op.fd)
+			               : EINVAL;
+		if (off && (v.len & (off - 1)))
+			return explain ? -fail(EINVAL,
+			                       "%s: segment %u: length %llu is not aligned to %llu bytes, "
+			                       "the direct-I/O alignment of fd %d", name, i,
+			                       static_cast<unsigned long long>(v.len),
+			                       static_cast<unsigned long long>(off), op.fd)
+			               : EINVAL;
+	}
+	(void)total;
+	return 0;
+}
+
+} // namespace
+
+int Context::check_fd_for_rw(const struct kaio_op &op, uint64_t total, FdInfo *info)
+{
+	int rc = fdcache_.get(op.fd, info);
+	if (rc < 0)
+		return rc;
+	if (rw_refusal(op, total, *info, allow_buffered_, false) == 0)
+		return 0;
+	// A cached answer is never trusted for a refusal: learn the fd again.
+	rc = fdcache_.refresh(op.fd, info);
+	if (rc < 0)
+		return rc;
+	int err = rw_refusal(op, total, *info, allow_buffered_, true);
+	return err ? -err : 0;
+}
+
+int Context::fill_slot(Slot *s, const struct kaio_op &op)
+{
+	if (is_vector(op.op) && op.nvec > s->vec_cap) {
+		auto *bufs = static_cast<kaio_buf **>(malloc(op.nvec * sizeof(kaio_buf *)));
+		auto *iov = static_cast<struct iovec *>(malloc(op.nvec * sizeof(struct iovec)));
+		if (!bufs || !iov) {
+			free(bufs);
+			free(iov);
+			return fail(ENOMEM, "%s: out of memory for %u segments", op_name(op.op), op.nvec);
+		}
+		free(s->vbufs);
+		free(s->iov);
+		s->vbufs = bufs;
+		s->iov = iov;
+		s->vec_cap = op.nvec;
+	}
+	const bool append = op.rw_flags & KAIO_RWF_APPEND;
+	const long long koff = append ? 0 : static_cast<long long>(op.offset);
+	s->user_data = op.user_data;
+	s->offset = op.offset;
+	s->cb = op.cb;
+	s->fd = op.fd;
+	s->op = op.op;
+	s->res = 0;
+	s->buf = nullptr;
+	s->nvec = 0;
+	switch (op.op) {
+	case KAIO_OP_READ:
+	case KAIO_OP_WRITE: {
+		char *p = static_cast<char *>(op.buf->data) + op.buf_offset;
+		if (op.op == KAIO_OP_READ)
+			io_prep_pread(&s->iocb, op.fd, p, op.len, koff);
+		else
+			io_prep_pwrite(&s->iocb, op.fd, p, op.len, koff);
+		s->buf = op.buf;
+		buf_get(op.buf);
+		break;
+	}
+	case KAIO_OP_READV:
+	case KAIO_OP_WRITEV:
+		for (uint32_t i = 0; i < op.nvec; i++) {
+			const struct kaio_vec &v = op.vec[i];
+			s->iov[i].iov_base = static_cast<char *>(v.buf->data) + v.offset;
+			s->iov[i].iov_len = v.len;
+			s->vbufs[i] = v.buf;
+			buf_get(v.buf);
+		}
+		s->nvec = op.nvec;
+		if (op.op == KAIO_OP_READV)
+			io_prep_preadv(&s->iocb, op.fd, s->iov, static_cast<int>(op.nvec), koff);
+		else
+			io_prep_pwritev(&s->iocb, op.fd, s->iov, static_cast<int>(op.nvec), koff);
+		break;
+	case KAIO_OP_FSYNC:
+		io_prep_fsync(&s->iocb, op.fd);
+		break;
+	default:
+		io_prep_fdsync(&s->iocb, op.fd);
+		break;
+	}
+	s->iocb.aio_rw_flags = op.rw_flags; // RWF_*: aio_rw_flags, never aio_flags
+	if (op.ioprio) {
+		s->iocb.u.c.flags |= IOCB_FLAG_IOPRIO;
+		s->iocb.aio_reqprio = static_cast<short>(op.ioprio);
+	}
+	io_set_eventfd(&s->iocb, evfd_);
+	s->iocb.data = s;
+	s->state = kInKernel;
+	return 0;
+}
+
+int Context::kernel_refusal(const Slot *s, int err)
+{
+	if (err == EINVAL || err == EBADF)
+		fdcache_.forget(s->fd);
+	if (err == EAGAIN)
+		return fail(EAGAIN, "the kernel had no room for the %s on fd %d now (io_submit: EAGAIN); "
+		                    "reap completions and try again", op_name(s->op), s->fd);
+	if (err == EOPNOTSUPP && (s->iocb.aio_rw_flags & KAIO_RWF_NOWAIT))
+		return fail(err, "the %s on fd %d was refused: this file cannot honour KAIO_RWF_NOWAIT",
+		            op_name(s->op), s->fd);
+	return fail(err, "the kernel refused the %s on fd %d at offset %llu: %s", op_name(s->op),
+	            s->fd, static_cast<unsigned long long>(s->offset), errno_text(err));
+}
+
+int Context::submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, unsigned *accepted)
+{
+	unsigned done = 0;
+	int again = 0, err = 0;
+	while (done < n) {
+		int r = kaio_sys_io_submit(kctx_, long(n - done), iocbs + done);
+		if (r > 0) {
+			done += unsigned(r) < n - done ? unsigned(r) : n - done;
+			again = 0;
+			continue;
+		}
+		if (r == -EINTR)
+			continue;
+		if ((r == 0 || r == -EAGAIN) && ++again < kKernelRetries) {
+			sched_yield();
+			continue;
+		}
+		err = r == 0 ? EAGAIN : -r;
+		break;
+	}
+	*accepted = done;
+	if (done == n)
+		return 0;
+	// What the kernel did not take is handed back: references dropped,
+	// slots and capacity returned.
+	int rc = kernel_refusal(slots[done], err);
+	for (unsigned i = done; i < n; i++) {
+		drop_slot_refs(slots[i]);
+		free_slot(slots[i]);
+	}
+	return rc;
+}
+
+int Context::submit(const struct kaio_op *ops, unsigned n)
+{
+	if (shutting_down_.load(std::memory_order_relaxed))
+		return fail(ESHUTDOWN, "the context is being destroyed: no new operation is accepted");
+	if (n == 0)
+		return 0;
+	if (!ops)
+		return fail(EINVAL, "kaio_submit: ops is NULL");
+
+	const char *error_before = last_error();
+	Slot *slots[kSubmitChunk];
+	struct iocb *iocbs[kSubmitChunk];
+	unsigned accepted = 0;
+	int refusal = 0; // -errno of the first operation not accepted
+	while (accepted < n && !refusal) {
+		unsigned k = 0;
+		while (k < kSubmitChunk && accepted + k < n) {
+			const struct kaio_op &op = ops[accepted + k];
+			FdInfo info;
+			int rc = validate(op, &info);
+			if (rc < 0) {
+				refusal = rc;
+				break;
+			}
+			if (!reserve()) {
+				refusal = fail_fixed(EAGAIN, kCapacityMessage);
+				break;
+			}
+			Slot *s = take_slot();
+			rc = fill_slot(s, op);
+			if (rc < 0) {
+				free_slot(s);
+				refusal = rc;
+				break;
+			}
+			slots[k] = s;
+			iocbs[k] = &s->iocb;
+			k++;
+		}
+		if (k == 0)
+			break;
+		unsigned took = 0;
+		int rc = submit_to_kernel(slots, iocbs, k, &took);
+		accepted += took;
+		if (rc < 0)
+			refusal = rc;
+	}
+	if (accepted == 0)
+		return refusal;
+	if (refusal)
+		restore_last_error(error_before); // a success leaves the last error
+	return int(accepted);
+}
+
+// ---- delivery -----------------------------------------------------------------
+
+void Context::fill_event(const Slot *s, struct kaio_event *ev) const
+{
+	ev->user_data = s->user_data;
+	ev->res = s->res;
+	ev->offset = (s->op == KAIO_OP_FSYNC || s->op == KAIO_OP_FDATASYNC) ? 0 : s->offset;
+	ev->ctx = handle_;
+	ev->buf = s->buf;
+	ev->fd = s->fd;
+	ev->op = s->op;
+	ev->reserved[0] = 0;
+	ev->reserved[1] = 0;
+}
+
+void Context::deliver_callback(Slot *s)
+{
+	struct kaio_event ev;
+	fill_event(s, &ev);
+	const kaio_cb cb = s->cb;
+	kaio_buf *const buf = s->buf;
+	// The slot goes back (and stops counting against capacity) before the
+	// callback runs, so the callback can submit a follow-up: move the
+	// vector's references out of it first.
+	kaio_buf *inline_refs[kInlineRefs];
+	kaio_buf **refs = inline_refs;
+	struct iovec *stolen_iov = nullptr;
+	const uint32_t nrefs = s->nvec;
+	if (nrefs > kInlineRefs) {
+		refs = s->vbufs;
+		stolen_iov = s->iov;
+		s->vbufs = nullptr;
+		s->iov = nullptr;
+		s->vec_cap = 0;
+	} else if (nrefs) {
+		memcpy(inline_refs, s->vbufs, nrefs * sizeof(kaio_buf *));
+	}
+	s->buf = nullptr;
+	s->nvec = 0;
+	free_slot(s);
+
+	cb(&ev);
+
+	if (buf)
+		buf_put(buf);
+	for (uint32_t i = 0; i < nrefs; i++)
+		buf_put(refs[i]);
+	if (refs != inline_refs) {
+		free(refs);
+		free(stolen_iov);
+	}
+}
+
+void Context::deliver_event(Slot *s, struct kaio_event *ev)
+{
+	fill_event(s, ev); // ev->buf carries the operation's reference
+	s->buf = nullptr;
+	for (uint32_t i = 0; i < s->nvec; i++)
+		buf_put(s->vbufs[i]);
+	s->nvec = 0;
+	free_slot(s);
+}
+
+void Context::queue_undelivered(Slot *s)
+{
+	lock_.lock();
+	s->state = kQueued;
+	s->next = nullptr;
+	if (queue_tail_)
+		queue_tail_->next = s;
+	else
+		queue_head_ = s;
+	queue_tail_ = s;
+	queued_.fetch_add(1, std::memory_order_seq_cst);
+	lock_.unlock();
+	// A kaio_wait blocked in poll(2) with room must see these events.
+	if (blocked_.load(std::memory_order_seq_cst) > 0) {
+		uint64_t one = 1;
+		ssize_t w = write(evfd_, &one, sizeof one);
+		(void)w;
+	}
+}
+
+void Context::complete(Slot *s, struct kaio_event *events, unsigned max, unsigned *copied,
+                       unsigned *delivered)
+{
+	if (s->res == -EINVAL || s->res == -EBADF)
+		fdcache_.forget(s->fd); // never trust what we learnt about it again
+	if (s->cb) {
+		deliver_callback(s);
+		++*delivered;
+	} else if (*copied < max) {
+		deliver_event(s, &events[(*copied)++]);
+		++*delivered;
+	} else {
+		queue_undelivered(s);
+	}
+}
+
+unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err)
+{
+	unsigned copied = 0;
+	if (max > 0 && queued_.load(std::memory_order_acquire) > 0) {
+		lock_.lock();
+		Slot *chain = queue_head_, *last = nullptr;
+		unsigned taken = 0;
+		for (Slot *s = chain; s && taken < max; s = s->next) {
+			last = s;
+			taken++;
+		}
+		if (taken) {
+			queue_head_ = last->next;
+			if (!queue_head_)
+				queue_tail_ = nullptr;
+			last->next = nullptr;
+			queued_.fetch_sub(taken, std::memory_order_relaxed);
+		} else {
+			chain = nullptr;
+		}
+		lock_.unlock();
+		while (chain) {
+			Slot *next = chain->next;
+			deliver_event(chain, &events[copied++]);
+			++*delivered;
+			chain = next;
+		}
+	}
+	struct io_event kev[kReapBatch];
+	while (inflight_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed)) {
+		struct timespec zero = {0, 0};
+		int r = kaio_sys_io_getevents(kctx_, 0, kReapBatch, kev, &zero);
+		if (r == -EINTR)
+			continue;
+		if (r < 0) {
+			*err = -r;
+			break;
+		}
+		for (int i = 0; i < r; i++) {
+			Slot *s = static_cast<Slot *>(kev[i].data);
+			// libaio declares res unsigned long: the kernel's value is signed.
+			s->res = static_cast<int64_t>(static_cast<long>(kev[i].res));
+			complete(s, events, max, &copied, delivered);
+		}
+		if (r < kReapBatch)
+			break;
+	}
+	return copied;
+}
+
+void Context::drain_eventfd()
+{
+	uint64_t v;
+	ssize_t r = read(evfd_, &v, sizeof v);
+	(void)r;
+}
+
+int Context::poll(struct kaio_event *events, unsigned max)
+{
+	if (delivering_on_this_thread())
+		return fail(EBUSY, "kaio_poll: called from a callback or release function running on "
+		                   "this context; reap from outside the callback");
+	DeliveryFrame frame(this);
+	drain_eventfd();
+	unsigned delivered = 0;
+	int err = 0;
+	unsigned copied = reap(events, max, &delivered, &err);
+	if (err && delivered == 0)
+		return fail(err, "kaio_poll: io_getevents failed: %s", errno_text(err));
+	return int(copied);
+}
+
+// ---- waiting and waking ----------------------------------------------------------
+//
+// kaio_ctx_wake bumps wake_gen_ and writes the wake eventfd; every waiter
+// remembers the generation it started in and returns once it changes.  The
+// wake eventfd is drained only when no registered waiter is owed a wake,
+// with a re-arm if a wake raced with the drain, so no waiter can miss one.
+
+void Context::register_waiter(Waiter *w)
+{
+	std::lock_guard<std::mutex> g(wait_mu_);
+	w->start_gen = wake_gen_.load(std::memory_order_seq_cst);
+	if (!waiters_) {
+		uint64_t v;
+		ssize_t r = read(wakefd_, &v, sizeof v); // wakes before us are not ours
+		(void)r;
+		if (wake_gen_.load(std::memory_order_seq_cst) != w->start_gen) {
+			uint64_t one = 1;
+			r = write(wakefd_, &one, sizeof one);
+		}
+	}
+	w->next = waiters_;
+	waiters_ = w;
+}
+
+void Context::unregister_waiter(Waiter *w)
+{
+	std::lock_guard<std::mutex> g(wait_mu_);
+	for (Waiter **p = &waiters_; *p; p = &(*p)->next) {
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	}
+}
+
+void Context::settle_stale_wake(const Waiter *w, int remaining_ms)
+{
+	bool owed = false;
+	{
+		std::lock_guard<std::mutex> g(wait_mu_);
+		const uint64_t gen = wake_gen_.load(std::memory_order_seq_cst);
+		for (const Waiter *x = waiters_; x; x = x->next)
+			if (x->start_gen != gen)
+				owed = true;
+		if (!owed) {
+			uint64_t v;
+			ssize_t r = read(wakefd_, &v, sizeof v);
+			if (wake_gen_.load(std::memory_order_seq_cst) != gen) {
+				uint64_t one = 1;
+				r = write(wakefd_, &one, sizeof one);
+			}
+			(void)r;
+		}
+	}
+	(void)w;
+	if (owed) {
+		// Another waiter has a wake to see; it will return and leave the
+		// fd to be drained.  Meanwhile wait for completions only, briefly.
+		struct pollfd p = {evfd_, POLLIN, 0};
+		::poll(&p, 1, remaining_ms < 0 || remaining_ms > 1 ? 1 : remaining_ms);
+	}
+}
+
+int Context::wake()
+{
+	wake_gen_.fetch_add(1, std::memory_order_seq_cst);
+	uint64_t one = 1;
+	ssize_t r = write(wakefd_, &one, sizeof one);
+	(void)r;
+	return 0;
+}
+
+int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int timeout_ms)
+{
+	if (delivering_on_this_thread())
+		return fail(EBUSY, "kaio_wait: called from a callback or release function running on "
+		                   "this context; reap from outside the callback");
+	if (timeout_ms < -1)
+		return fail(EINVAL, "kaio_wait: timeout_ms %d is below -1 (-1 waits without limit)",
+		            timeout_ms);
+	DeliveryFrame frame(this);
+	const int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+	Waiter w{};
+	register_waiter(&w);
+	unsigned copied = 0, delivered = 0;
+	int err = 0;
+	for (;;) {
+		drain_eventfd();
+		copied += reap(events ? events + copied : nullptr, max - copied, &delivered, &err);
+		if (err || delivered >= min || (max && copied >= max))
+			break;
+		if (wake_gen_.load(std::memory_order_seq_cst) != w.start_gen)
+			break;
+		int remaining = -1;
+		if (timeout_ms == 0)
+			break;
+		if (timeout_ms > 0) {
+			int64_t left = deadline - now_ms();
+			if (left <= 0)
+				break;
+			remaining = int(left);
+		}
+		blocked_.fetch_add(1, std::memory_order_seq_cst);
+		// Events another thread queued while we were not yet counted in
+		// blocked_ would not wake us: look before sleeping.
+		const bool queued_for_us = copied < max && queued_.load(std::memory_order_seq_cst) > 0;
+		struct pollfd pfd[2] = {{evfd_, POLLIN, 0}, {wakefd_, POLLIN, 0}};
+		int pr = queued_for_us ? 0 : ::poll(pfd, 2, remaining);
+		const int perr = errno;
+		blocked_.fetch_sub(1, std::memory_order_seq_cst);
+		if (pr < 0) {
+			if (perr != EINTR)
+				err = perr;
+			else if (delivered == 0)
+				err = EINTR;
+			break; // any handled signal ends the wait, SA_RESTART or not
+		}
+		if (pr > 0 && (pfd[1].revents & POLLIN)) {
+			if (wake_gen_.load(std::memory_order_seq_cst) != w.start_gen)
+				break;
+			settle_stale_wake(&w, remaining);
+		}
+	}
+	unregister_waiter(&w);
+	if (err && delivered == 0) {
+		if (err == EINTR)
+			return fail(EINTR, "kaio_wait: interrupted by a signal before anything was delivered");
+		return fail(err, "kaio_wait: %s", errno_text(err));
+	}
+	return int(copied);
+}
+
+} // namespace kaio

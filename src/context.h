@@ -1,0 +1,145 @@
+// A kernel AIO context of bounded capacity: preallocated request slots,
+// submission with validation, reaping with exactly-once delivery, blocking
+// waits that kaio_ctx_wake can end, and a destroy that drains.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <sys/uio.h>
+
+#include <libaio.h>
+
+#include "fdinfo.h"
+#include "kaio.h"
+
+namespace kaio {
+
+class Context;
+
+// One operation from acceptance to delivery.
+struct Slot {
+	struct iocb iocb;
+	uint64_t user_data;
+	uint64_t offset;   // as given (reported in the event)
+	kaio_cb cb;
+	kaio_buf *buf;     // READ/WRITE: the operation's reference
+	int32_t fd;
+	uint32_t op;
+	int64_t res;
+	uint32_t nvec;
+	uint32_t vec_cap;  // allocated length of vbufs/iov (kept for reuse)
+	kaio_buf **vbufs;  // READV/WRITEV: one reference per segment
+	struct iovec *iov;
+	Slot *next;        // free list or queue of undelivered events
+	uint8_t state;
+};
+
+// A mutex that KAIO_CTX_SINGLE_THREAD turns off.
+class OptionalLock {
+public:
+	explicit OptionalLock(bool on) : on_(on) {}
+	void lock()
+	{
+		if (on_)
+			mu_.lock();
+	}
+	void unlock()
+	{
+		if (on_)
+			mu_.unlock();
+	}
+
+private:
+	std::mutex mu_;
+	bool on_;
+};
+
+class Context {
+public:
+	static int create(Context **out, kaio_ctx *handle, unsigned capacity, unsigned flags);
+	~Context();
+
+	int submit(const struct kaio_op *ops, unsigned n);
+	int poll(struct kaio_event *events, unsigned max);
+	int wait(struct kaio_event *events, unsigned min, unsigned max, int timeout_ms);
+	int wake();
+	// Drains (see the contract) and tears down; the caller frees the object.
+	void drain_for_destroy();
+	// In a forked child: frees memory only.
+	void abandon_in_child();
+
+	int event_fd() const { return evfd_; }
+	unsigned capacity() const { return capacity_; }
+	unsigned inflight() const { return inflight_.load(std::memory_order_relaxed); }
+	void forget_fd(int fd) { fdcache_.forget(fd); }
+	bool delivering_on_this_thread() const;
+
+private:
+	Context(kaio_ctx *handle, unsigned capacity, unsigned flags);
+
+	struct Waiter {
+		uint64_t start_gen;
+		Waiter *next;
+	};
+	class DeliveryFrame;
+
+	int validate(const struct kaio_op &op, FdInfo *info);
+	int validate_rw(const struct kaio_op &op, FdInfo *info);
+	int check_fd_for_rw(const struct kaio_op &op, uint64_t total, FdInfo *info);
+	bool reserve();
+	void unreserve();
+	Slot *take_slot();
+	int fill_slot(Slot *s, const struct kaio_op &op);
+	void drop_slot_refs(Slot *s);
+	void free_slot(Slot *s);
+	int submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, unsigned *accepted);
+	int kernel_refusal(const Slot *s, int err);
+
+	unsigned reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err);
+	void complete(Slot *s, struct kaio_event *events, unsigned max,
+	              unsigned *copied, unsigned *delivered);
+	void fill_event(const Slot *s, struct kaio_event *ev) const;
+	void deliver_callback(Slot *s);
+	void deliver_event(Slot *s, struct kaio_event *ev);
+	void queue_undelivered(Slot *s);
+	void drain_eventfd();
+
+	void register_waiter(Waiter *w);
+	void unregister_waiter(Waiter *w);
+	void settle_stale_wake(const Waiter *w, int remaining_ms);
+
+	kaio_ctx *handle_;
+	io_context_t kctx_ = nullptr;
+	int evfd_ = -1;
+	int wakefd_ = -1;
+	const unsigned capacity_;
+	const bool allow_buffered_;
+	const bool threaded_;
+
+	std::atomic<unsigned> inflight_{0};
+	std::atomic<unsigned> queued_{0};   // undelivered events in the queue
+	std::atomic<unsigned> blocked_{0};  // kaio_wait callers in poll(2)
+	std::atomic<bool> shutting_down_{false};
+
+	Slot *slots_ = nullptr;
+	OptionalLock lock_;  // free list and undelivered queue
+	Slot *free_ = nullptr;
+	Slot *queue_head_ = nullptr;
+	Slot *queue_tail_ = nullptr;
+
+	std::atomic<uint64_t> wake_gen_{0};
+	std::mutex wait_mu_;
+	Waiter *waiters_ = nullptr;
+
+	FdCache fdcache_;
+};
+
+} // namespace kaio
+
+// The public handle: type-stable (see handles.h), pointing at the context.
+struct kaio_ctx {
+	std::atomic<uint32_t> magic{0};
+	unsigned fork_gen = 0;
+	kaio::Context *impl = nullptr;
+};

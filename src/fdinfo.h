@@ -1,0 +1,69 @@
+// What the library needs to know about a file descriptor before handing it
+// to kernel AIO (its O_DIRECT flag, kind, access mode and direct-I/O
+// alignment), learnt with a few syscalls and cached per context in a
+// lock-free table so the submit path pays one atomic load.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace kaio {
+
+enum class FdKind : uint8_t { kOther = 0, kRegular, kBlock, kDirectory };
+
+struct FdInfo {
+	bool direct = false;    // opened with O_DIRECT
+	bool readable = false;
+	bool writable = false;
+	FdKind kind = FdKind::kOther;
+	uint32_t mem_align = 0; // 0: unknown (the kernel decides)
+	uint32_t off_align = 0;
+	uint32_t kind_bits = 0; // st_mode & S_IFMT, for messages
+};
+
+// Learns fd's properties: 0, or -EBADF (last error set) for a bad fd.
+int learn_fd(int fd, FdInfo *out);
+
+// "regular file", "pipe", "socket", ... for messages.
+const char *fd_kind_name(const FdInfo &info);
+
+// Per-context cache, indexed by fd number: two levels of 1024 entries,
+// covering fds below 2^20 (others are learnt on every call).
+class FdCache {
+public:
+	FdCache() = default;
+	~FdCache();
+	FdCache(const FdCache &) = delete;
+	FdCache &operator=(const FdCache &) = delete;
+
+	// Cached info for fd, or learns and caches it.  0 or -errno.
+	int get(int fd, FdInfo *out)
+	{
+		std::atomic<uint64_t> *slot = entry(fd, false);
+		if (slot) {
+			uint64_t v = slot->load(std::memory_order_acquire);
+			if (v & kValid) {
+				unpack(v, out);
+				return 0;
+			}
+		}
+		return refresh(fd, out);
+	}
+
+	// Re-learns fd (never trusting the cache) and caches the answer.
+	int refresh(int fd, FdInfo *out);
+	void forget(int fd);
+
+private:
+	static constexpr int kChunkBits = 10;
+	static constexpr int kChunk = 1 << kChunkBits;
+	static constexpr uint64_t kValid = 1;
+
+	std::atomic<uint64_t> *entry(int fd, bool create);
+	static uint64_t pack(const FdInfo &info);
+	static void unpack(uint64_t v, FdInfo *out);
+
+	std::atomic<std::atomic<uint64_t> *> chunks_[kChunk] = {};
+};
+
+} // namespace kaio

@@ -1,0 +1,69 @@
+/* Helpers shared by the integration tests: a temporary directory on a real
+ * disk, O_DIRECT files filled with a checkable pattern, and skipping (exit
+ * 77 with a reason) when the kernel or filesystem cannot do what a test
+ * needs.  Never fakes the kernel. */
+#ifndef KAIO_TESTS_COMMON_H
+#define KAIO_TESTS_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "kaio.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Exit 77 after printing "1..0 # SKIP reason" (TAP) and the reason on
+ * stderr. */
+void kt_skip_all(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+
+/* Call first in main(): checks that kernel AIO works and that the test
+ * directory accepts O_DIRECT; skips the whole program otherwise. */
+void kt_require_aio(void);
+
+/* The test directory: created once (under $KAIO_TEST_DIR, else the current
+ * directory, which is on disk; never /tmp if that is tmpfs), removed at
+ * exit. */
+const char *kt_dir(void);
+
+/* "<kt_dir()>/<name>" in a static rotating buffer. */
+const char *kt_path(const char *name);
+
+/* Create (truncate) file `name` of `size` bytes filled with kt_pattern, and
+ * return it opened with `flags` (O_RDWR|O_DIRECT typical).  Fails the test
+ * on error. */
+int kt_make_file(const char *name, size_t size, int flags);
+
+/* Open (creating, empty) file `name` with `flags`. */
+int kt_open(const char *name, int flags);
+
+/* The pattern: each 8-byte word at file offset o (o % 8 == 0) holds
+ * o * 0x9E3779B97F4A7C15 ^ 0x6b61696f; kt_fill writes it for a region that
+ * starts at file offset `file_off` (a multiple of 8), kt_check returns 0 if
+ * it matches, else 1 + the index of the first bad byte. */
+void kt_fill(void *p, size_t len, uint64_t file_off);
+size_t kt_check(const void *p, size_t len, uint64_t file_off);
+
+/* A kaio context or fail the test. */
+kaio_ctx *kt_ctx(unsigned capacity, unsigned flags);
+/* A zero-filled kaio_buf_alloc buffer or fail the test. */
+kaio_buf *kt_buf(size_t len);
+
+/* Wait until `n` events (operations submitted without a callback) were
+ * copied into events[0..n-1]; fails the test on error or after 10 s with
+ * nothing.  Returns n. */
+int kt_wait_n(kaio_ctx *ctx, struct kaio_event *events, unsigned n);
+
+/* Reap until kaio_ctx_inflight() is 0, dropping copied events' buffer
+ * references; callbacks run as usual. */
+void kt_drain(kaio_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,269 @@
+#!/bin/sh
+# Tests of tools/kaio-cp: real copies with O_DIRECT, checked byte for byte
+# with cmp, and the error paths (exit 1 during the copy, 2 for usage).
+# Prints TAP; exits 0 when all pass, 77 (1..0 # SKIP) when O_DIRECT or
+# kernel AIO is unavailable here, else 1.  POSIX sh (runs under dash).
+#
+# Environment: KAIO_TOP_BUILDDIR (where tools/kaio-cp was built, default .),
+# KAIO_TEST_DIR (a disk filesystem for the temporary files, default .).
+
+top=${KAIO_TOP_BUILDDIR:-.}
+kcp=$top/tools/kaio-cp
+base=${KAIO_TEST_DIR:-.}
+plan=53
+
+skip_all() {
+	echo "1..0 # SKIP $*"
+	echo "skipped: $*" >&2
+	exit 77
+}
+
+if [ ! -x "$kcp" ]; then
+	echo "1..1"
+	echo "not ok 1 - $kcp is not built"
+	exit 1
+fi
+
+dir=$(mktemp -d "$base/kaio-cp-test.XXXXXX") ||
+	skip_all "cannot create a temporary directory under $base"
+loop=
+cleanup() {
+	[ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM     # dash runs the EXIT trap only on exit
+
+# tmpfs (often /tmp) refuses O_DIRECT at open.
+dd if=/dev/zero of="$dir/probe" bs=4096 count=1 oflag=direct 2>/dev/null ||
+	skip_all "$dir refuses O_DIRECT (tmpfs?); set KAIO_TEST_DIR to a disk filesystem"
+if ! "$kcp" --no-progress "$dir/probe" "$dir/probe.out" 2>"$dir/err"; then
+	if grep -q 'I/O context' "$dir/err"; then
+		skip_all "kernel AIO unavailable: $(cat "$dir/err")"
+	fi
+fi
+
+echo "1..$plan"
+n=0
+failed=0
+
+pass() {
+	n=$((n + 1))
+	echo "ok $n - $1"
+}
+fail() {
+	n=$((n + 1))
+	failed=$((failed + 1))
+	echo "not ok $n - $1"
+	echo "#   exit status $rc; stderr:"
+	sed 's/^/#     /' "$dir/err"
+}
+skip() {
+	n=$((n + 1))
+	echo "ok $n - $1 # SKIP $2"
+}
+
+# run ARGS...: run kaio-cp, stderr in $dir/err, status in $rc.
+run() {
+	"$kcp" "$@" >"$dir/out" 2>"$dir/err"
+	rc=$?
+}
+
+# A pool of random bytes; sources are prefixes of it, so a block written
+# at the wrong offset never matches by accident.
+head -c $((9 * 1048576)) /dev/urandom >"$dir/pool"
+MiB=1048576
+
+# copy DESC SIZE [OPTIONS...]: copy a SIZE-byte source to a fresh DEST; the
+# copy must succeed silently (stderr is not a terminal) and match.
+copy() {
+	desc=$1 size=$2
+	shift 2
+	head -c "$size" "$dir/pool" >"$dir/src"
+	rm -f "$dir/dst"
+	run "$@" "$dir/src" "$dir/dst"
+	if [ $rc -eq 0 ] && [ ! -s "$dir/err" ] && cmp -s "$dir/src" "$dir/dst"; then
+		pass "$desc"
+	else
+		fail "$desc"
+	fi
+}
+
+# expect_exit DESC STATUS PATTERN ARGS...: kaio-cp exits STATUS and stderr
+# matches the grep pattern PATTERN.
+expect_exit() {
+	desc=$1 want=$2 pattern=$3
+	shift 3
+	run "$@"
+	if [ $rc -eq "$want" ] && grep -q -- "$pattern" "$dir/err"; then
+		pass "$desc"
+	else
+		fail "$desc"
+	fi
+}
+
+# ---- copies ----------------------------------------------------------------
+copy "5 MiB + 777 bytes (unaligned tail), defaults" $((5 * MiB + 777))
+copy "3000 bytes: less than one block and one sector" 3000
+copy "1 byte" 1
+copy "64 KiB: less than one block, aligned" 65536
+copy "4 MiB: exact multiple of the block size" $((4 * MiB))
+copy "1 MiB + 512: one sector past a block" $((MiB + 512))
+copy "-q 1 (no overlap)" $((5 * MiB + 777)) -q 1
+copy "-q 2" $((3 * MiB + 1)) -q 2
+copy "-b 4K (1281 blocks in flight 32 deep)" $((5 * MiB + 777)) -b 4K
+copy "-b 4K -q 1" $((MiB + 4095)) -b 4K -q 1
+copy "-b 12K (not a power of two)" $((5 * MiB + 777)) -b 12K
+copy "-b 1048576 (plain bytes)" $((2 * MiB + 9)) -b 1048576
+copy "-b 2m (lower-case suffix), -q 1000 (more than blocks)" $((5 * MiB + 777)) -b 2m -q 1000
+copy "-b 8M (one block for the whole file)" $((5 * MiB + 777)) -b 8M
+copy "--fsync" $((5 * MiB + 777)) --fsync
+copy "--no-progress --fsync -q 4 -b 64K" $((MiB + 100)) --no-progress --fsync -q 4 -b 64K
+copy "--depth/--block long options" $((MiB + 3)) --depth 3 --block 128K
+
+# The empty file: DEST is created, empty.
+: >"$dir/empty"
+rm -f "$dir/dst"
+run "$dir/empty" "$dir/dst"
+if [ $rc -eq 0 ] && [ -f "$dir/dst" ] && [ ! -s "$dir/dst" ]; then
+	pass "empty source creates an empty DEST"
+else
+	fail "empty source creates an empty DEST"
+fi
+head -c 10000 "$dir/pool" >"$dir/dst"
+run --fsync "$dir/empty" "$dir/dst"
+if [ $rc -eq 0 ] && [ ! -s "$dir/dst" ]; then
+	pass "empty source truncates an existing DEST to 0 (with --fsync)"
+else
+	fail "empty source truncates an existing DEST to 0 (with --fsync)"
+fi
+
+# Overwriting a longer file leaves exactly the source (not O_TRUNC, but the
+# final ftruncate).
+head -c $((3 * MiB + 5)) "$dir/pool" >"$dir/src"
+tail -c $((7 * MiB)) "$dir/pool" >"$dir/dst"
+run "$dir/src" "$dir/dst"
+if [ $rc -eq 0 ] && cmp -s "$dir/src" "$dir/dst"; then
+	pass "overwrite a longer DEST: exact size and content"
+else
+	fail "overwrite a longer DEST: exact size and content"
+fi
+head -c $((3 * MiB + 5)) "$dir/pool" >"$dir/src"
+head -c 100 /dev/urandom >"$dir/dst"
+run "$dir/src" "$dir/dst"
+if [ $rc -eq 0 ] && cmp -s "$dir/src" "$dir/dst"; then
+	pass "overwrite a shorter DEST"
+else
+	fail "overwrite a shorter DEST"
+fi
+
+# The page cache stays out of the copy: a source written with O_DIRECT and
+# its copy have no resident pages afterwards.
+if command -v fincore >/dev/null 2>&1; then
+	rm -f "$dir/src" "$dir/dst"
+	dd if="$dir/pool" of="$dir/src" bs=1M count=4 oflag=direct 2>/dev/null
+	run "$dir/src" "$dir/dst"
+	res=$(fincore -b -n -o RES "$dir/src" "$dir/dst" 2>/dev/null | tr -d ' ' | sort -u)
+	if [ $rc -eq 0 ] && [ "$res" = 0 ] && cmp -s "$dir/src" "$dir/dst"; then
+		pass "no page cache used for SOURCE or DEST"
+	else
+		echo "# fincore RES: $res" | tr '\n' ' '; echo
+		fail "no page cache used for SOURCE or DEST"
+	fi
+else
+	skip "no page cache used for SOURCE or DEST" "fincore not installed"
+fi
+
+# ---- errors during the copy: exit 1 ----------------------------------------
+rm -f "$dir/dst"
+expect_exit "missing source: exit 1, names the path" 1 "$dir/no-such-file" \
+	"$dir/no-such-file" "$dir/dst"
+if [ -e "$dir/dst" ]; then fail "missing source does not create DEST"; else pass "missing source does not create DEST"; fi
+head -c 100000 "$dir/pool" >"$dir/src"
+cp "$dir/src" "$dir/src.orig"
+expect_exit "same file: exit 1" 1 "same file" "$dir/src" "$dir/src"
+ln "$dir/src" "$dir/src.link"
+expect_exit "same file through a hard link: exit 1" 1 "same file" "$dir/src" "$dir/src.link"
+expect_exit "same file through ./: exit 1" 1 "same file" "$dir/src" "$dir/./src"
+if cmp -s "$dir/src" "$dir/src.orig"; then pass "same file: source left intact"; else fail "same file: source left intact"; fi
+expect_exit "DEST in a missing directory: exit 1" 1 "$dir/nodir/dst" \
+	"$dir/src" "$dir/nodir/dst"
+mkdir "$dir/subdir"
+expect_exit "a directory as SOURCE: exit 1" 1 "subdir" "$dir/subdir" "$dir/dst"
+expect_exit "a directory as DEST: exit 1" 1 "subdir" "$dir/src" "$dir/subdir"
+
+# ---- usage errors: exit 2 --------------------------------------------------
+expect_exit "-b 1000 (not a multiple of 512): exit 2" 2 "block size" -b 1000 "$dir/src" "$dir/dst"
+expect_exit "-b garbage: exit 2" 2 "block size" -b garbage "$dir/src" "$dir/dst"
+for b in 0 4X -4K " 4096" 2G 4K4K; do
+	expect_exit "-b '$b': exit 2" 2 "block size" -b "$b" "$dir/src" "$dir/dst"
+done
+for q in 0 abc 1K 65537 -1; do
+	expect_exit "-q '$q': exit 2" 2 "depth" -q "$q" "$dir/src" "$dir/dst"
+done
+expect_exit "one operand: exit 2" 2 "SOURCE and DEST" "$dir/src"
+expect_exit "unknown option: exit 2" 2 "help" --frobnicate "$dir/src" "$dir/dst"
+run --help
+if [ $rc -eq 0 ] && grep -q "Usage: kaio-cp" "$dir/out"; then pass "--help: usage on stdout, exit 0"; else fail "--help: usage on stdout, exit 0"; fi
+run --version
+if [ $rc -eq 0 ] && grep -q "^kaio-cp .*[0-9]\.[0-9]*\.[0-9]" "$dir/out"; then pass "--version"; else fail "--version"; fi
+
+# ---- block devices (loop devices; root only) -------------------------------
+# Copy onto a device with an unaligned tail: the last bytes go through a
+# buffered pwrite, and the device's bytes past the copy stay untouched.
+if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null 2>&1 &&
+   head -c $((8 * MiB)) "$dir/pool" >"$dir/img" &&
+   loop=$(losetup -f --show "$dir/img" 2>/dev/null) && [ -b "$loop" ]; then
+	size=$((5 * MiB + 777))
+	head -c $size /dev/urandom >"$dir/src"
+	tail -c +$((size + 1)) "$dir/img" >"$dir/img.rest"
+	run -b 64K "$dir/src" "$loop"
+	head -c $size "$loop" >"$dir/dev.head"
+	tail -c +$((size + 1)) "$loop" >"$dir/dev.rest"
+	if [ $rc -eq 0 ] && cmp -s "$dir/src" "$dir/dev.head" && cmp -s "$dir/img.rest" "$dir/dev.rest"; then
+		pass "file to block device, unaligned tail, rest of the device intact"
+	else
+		fail "file to block device, unaligned tail, rest of the device intact"
+	fi
+	rm -f "$dir/dst"
+	run --fsync "$loop" "$dir/dst"
+	if [ $rc -eq 0 ] && [ "$(wc -c <"$dir/dst")" -eq $((8 * MiB)) ] &&
+	   head -c $size "$dir/dst" | cmp -s "$dir/src" - &&
+	   tail -c +$((size + 1)) "$dir/dst" | cmp -s "$dir/img.rest" -; then
+		pass "block device to file (size from BLKGETSIZE64)"
+	else
+		fail "block device to file (size from BLKGETSIZE64)"
+	fi
+	head -c $((9 * MiB)) "$dir/pool" >"$dir/src"
+	expect_exit "source larger than the DEST device: exit 1" 1 "too small" "$dir/src" "$loop"
+	expect_exit "device onto itself: exit 1" 1 "same file" "$loop" "$loop"
+	losetup -d "$loop"
+	loop=
+else
+	for t in "file to block device, unaligned tail, rest of the device intact" \
+	         "block device to file (size from BLKGETSIZE64)" \
+	         "source larger than the DEST device: exit 1" \
+	         "device onto itself: exit 1"; do
+		skip "$t" "needs root and a loop device"
+	done
+fi
+
+# A 4096-byte-sector device: a 512-byte block size is refused with the
+# alignment learnt from the device.
+if [ "$(id -u)" = 0 ] &&
+   loop=$(losetup -f --show --sector-size 4096 "$dir/img" 2>/dev/null) && [ -b "$loop" ]; then
+	head -c 3000 "$dir/pool" >"$dir/src"
+	expect_exit "-b 512 onto a 4K-sector device: exit 2, names 4096" 2 "4096" -b 512 "$dir/src" "$loop"
+	losetup -d "$loop"
+	loop=
+else
+	loop=
+	skip "-b 512 onto a 4K-sector device: exit 2, names 4096" "needs root and a loop device"
+fi
+
+if [ $n -ne $plan ]; then
+	echo "# planned $plan tests but ran $n"
+	exit 1
+fi
+[ $failed -eq 0 ] || exit 1
+exit 0
