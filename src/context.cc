@@ -929,11 +929,14 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 		const int perr = errno;
 		blocked_.fetch_sub(1, std::memory_order_seq_cst);
 		if (pr < 0) {
+			// Any handled signal ends the wait, SA_RESTART or not; a wake
+			// (perhaps from that very handler) wins over EINTR.
+			const bool woken = wake_gen_.load(std::memory_order_seq_cst) != w.start_gen;
 			if (perr != EINTR)
 				err = perr;
-			else if (delivered == 0)
+			else if (delivered == 0 && !woken)
 				err = EINTR;
-			break; // any handled signal ends the wait, SA_RESTART or not
+			break;
 		}
 		if (pr > 0 && (pfd[1].revents & POLLIN)) {
 			if (wake_gen_.load(std::memory_order_seq_cst) != w.start_gen)

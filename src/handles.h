@@ -30,6 +30,14 @@ public:
 		return new (std::nothrow) T();
 	}
 
+	// Frees the released handles (the library's own pools are never
+	// destroyed, so their dead handles stay readable).
+	~HandlePool()
+	{
+		for (T *t : free_)
+			delete t;
+	}
+
 	// t must already carry its dead tag.
 	void release(T *t)
 	{

@@ -9,13 +9,14 @@
 #include <stdint.h>
 #include <stdarg.h>
 #include <setjmp.h>
-#include <cmocka.h>
 
 #include "kaio.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include <cmocka.h> /* cmocka 1.1 declares no C linkage of its own */
 
 /* Exit 77 after printing "1..0 # SKIP reason" (TAP) and the reason on
  * stderr. */

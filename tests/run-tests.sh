@@ -38,9 +38,10 @@ for t in "$@"; do
 	rc=$?
 	secs=$(( $(date +%s) - start ))
 	if grep -qE '^1\.\.[0-9]+' "$log"; then
+		# cmocka 1.1 reports a skipped case as "not ok N # SKIP".
 		p=$(grep -E '^ok [0-9]+' "$log" | grep -vc '# SKIP')
-		s=$(grep -E '^ok [0-9]+.*# SKIP' "$log" | grep -c .)
-		f=$(grep -cE '^not ok [0-9]+' "$log")
+		s=$(grep -E '^(not )?ok [0-9]+.*# SKIP' "$log" | grep -c .)
+		f=$(grep -E '^not ok [0-9]+' "$log" | grep -vc '# SKIP')
 		plan=$(grep -E '^1\.\.[0-9]+' "$log" | head -n1 | sed 's/^1\.\.\([0-9]*\).*/\1/')
 		if grep -qE '^1\.\.0 # SKIP' "$log"; then
 			s=$((s + 1))

@@ -102,7 +102,9 @@ static kaio_buf *wrap_tracked(size_t len, struct rel *r, void **mem)
 	return b;
 }
 
-/* Flags (VmFlags line of /proc/self/smaps) of the mapping holding addr. */
+/* Flags (VmFlags line of /proc/self/smaps) of the mapping holding addr.
+ * MADV_DONTFORK sets VM_DONTCOPY, shown as "dc" ("dd" is VM_DONTDUMP);
+ * mlock shows as "lo". */
 static int vm_flags(const void *addr, char *out, size_t outsz)
 {
 	FILE *f = fopen("/proc/self/smaps", "r");
@@ -119,7 +121,11 @@ static int vm_flags(const void *addr, char *out, size_t outsz)
 			continue;
 		}
 		if (in && strncmp(line, "VmFlags:", 8) == 0) {
-			snprintf(out, outsz, "%s", line + 8);
+			size_t l = strlen(line + 8);
+			if (l >= outsz)
+				l = outsz - 1;
+			memcpy(out, line + 8, l);
+			out[l] = 0;
 			found = 1;
 			break;
 		}
@@ -281,9 +287,15 @@ static void test_alloc_locked(void **state)
 	assert_true(all_zero(p, 65536));
 	if (vm_flags(p, flags, sizeof flags) != 0)
 		fail_msg("no mapping in /proc/self/smaps holds %p", p);
-	if (!has_vm_flag(flags, "lo"))
+#if defined(__SANITIZE_ADDRESS__)
+	/* AddressSanitizer turns mlock(2) into a no-op: nothing to observe. */
+	const int mlock_works = 0;
+#else
+	const int mlock_works = 1;
+#endif
+	if (mlock_works && !has_vm_flag(flags, "lo"))
 		fail_msg("KAIO_BUF_LOCKED memory is not locked: VmFlags:%s", flags);
-	if (!has_vm_flag(flags, "dd"))
+	if (!has_vm_flag(flags, "dc"))
 		fail_msg("KAIO_BUF_LOCKED memory is not MADV_DONTFORK: VmFlags:%s", flags);
 	kaio_buf_unref(b);
 
@@ -364,6 +376,7 @@ static void test_alloc_locked_rlimit(void **state)
 			 r.rc, r.msg);
 	if (!strstr(r.msg, "RLIMIT_MEMLOCK") && !strcasestr(r.msg, "memlock"))
 		fail_msg("the KAIO_BUF_LOCKED refusal does not name RLIMIT_MEMLOCK: \"%s\"", r.msg);
+	print_message("KAIO_BUF_LOCKED under RLIMIT_MEMLOCK 0: %d \"%s\"\n", r.rc, r.msg);
 	if (r.rc_plain != 0)
 		fail_msg("a plain kaio_buf_alloc under RLIMIT_MEMLOCK 0 = %d: buffers must not be locked by default",
 			 r.rc_plain);
@@ -378,23 +391,31 @@ static void test_alloc_dontfork(void **state)
 		void *p = kaio_buf_data(b);
 		if (vm_flags(p, flags, sizeof flags) != 0)
 			fail_msg("no mapping in /proc/self/smaps holds %p", p);
-		if (!has_vm_flag(flags, "dd"))
+		if (!has_vm_flag(flags, "dc"))
 			fail_msg("round %d: buffer memory is not MADV_DONTFORK: VmFlags:%s", round, flags);
 		memset(p, 0x5A, 8192);
 		pid_t pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
-			unsigned char vec[2];
+			/* The kernel's view (/proc/self/smaps), not mincore():
+			 * valgrind emulates mincore from its own bookkeeping. */
+			char cflags[512];
 			int code = 0;
-			if (mincore(p, 8192, vec) == 0 || errno != ENOMEM)
+			if (vm_flags(p, cflags, sizeof cflags) == 0) {
 				code |= 1; /* memory present in the child */
+				fprintf(stderr, "fork child: %p is mapped, VmFlags:%s", p, cflags);
+			}
 			if (kaio_buf_data(b) != p || kaio_buf_len(b) != 8192)
 				code |= 2; /* handle does not work */
-			_exit(code);
+			/* The handle works in the child: dropping the child's
+			 * copy of the reference must be harmless. */
+			kaio_buf_unref(b);
+			_exit(code ? 0x40 | code : 0);
 		}
 		int status = 0;
 		assert_int_equal(waitpid(pid, &status, 0), pid);
-		assert_true(WIFEXITED(status));
+		if (!WIFEXITED(status) || (WEXITSTATUS(status) != 0 && (WEXITSTATUS(status) & 0xC0) != 0x40))
+			fail_msg("the fork child failed (wait status %#x)", status);
 		if (WEXITSTATUS(status) & 1)
 			fail_msg("kaio_buf_alloc memory is still mapped in a fork child");
 		if (WEXITSTATUS(status) & 2)
@@ -883,6 +904,7 @@ static void test_alloc_buffer_held_by_op(void **state)
 int main(void)
 {
 	kt_require_aio();
+	alarm(900); /* a hung case fails the program instead of blocking forever */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_alloc_zeroed_aligned),
 		cmocka_unit_test(test_alloc_unknown_flags),

@@ -8,10 +8,11 @@
  * at a time: its read's completion callback submits the write of the same
  * bytes, and the write's callback submits the slot's next read.  The main
  * loop only waits (kaio_wait) while the callbacks keep DEPTH operations in
- * flight, so the device always has work queued and no data is copied
- * through the page cache.
+ * flight, so the device always has work queued, and the data bypasses the
+ * page cache.
  *
- * Exit status: 0 copied, 1 an error during the copy, 2 a usage error.
+ * Exit status: 0 copied, 1 an error during the copy (DEST is then left
+ * partly written, as cp leaves it), 2 a usage error.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -91,6 +92,13 @@ static void complain(const char *fmt, ...)
 		(cp)->failed = true; \
 	} while (0)
 
+/* Why a kaio call refused: its own explanation, or at least the errno. */
+static const char *why(int rc)
+{
+	const char *msg = kaio_last_error();
+	return *msg ? msg : kaio_strerror(rc);
+}
+
 static uint64_t round_up(uint64_t n, uint64_t align)
 {
 	return (n + align - 1) / align * align;
@@ -153,7 +161,7 @@ static void start_read(struct slot *s)
 	                   on_read, (uintptr_t)s);
 	if (rc < 0) {
 		fail(cp, "cannot read %s at offset %" PRIu64 ": %s",
-		     cp->src_path, s->off, kaio_last_error());
+		     cp->src_path, s->off, why(rc));
 		cp->busy--;
 	}
 }
@@ -195,7 +203,7 @@ static void on_read(const struct kaio_event *ev)
 	                    on_write, ev->user_data);
 	if (rc < 0) {
 		fail(cp, "cannot write %s at offset %" PRIu64 ": %s",
-		     cp->dst_path, s->off, kaio_last_error());
+		     cp->dst_path, s->off, why(rc));
 		cp->busy--;
 	}
 }
@@ -273,7 +281,7 @@ static void run(struct copy *cp)
 			fail(cp, "interrupted by signal %d", (int)interrupted);
 		if (rc < 0 && rc != -EINTR) {
 			/* kaio_ctx_destroy will still drain what is in flight. */
-			fail(cp, "waiting for completions: %s", kaio_last_error());
+			fail(cp, "waiting for completions: %s", why(rc));
 			return;
 		}
 		show_progress(cp, false);
@@ -311,7 +319,8 @@ static uint64_t parse_number(const char *arg, bool suffixes)
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "Usage: kaio-cp [-q DEPTH] [-b SIZE] [--fsync] [--no-progress] SOURCE DEST\n"
+	        "Usage: kaio-cp [-q DEPTH] [-b SIZE] [--fsync] [--no-progress]\n"
+	        "               [-h|--help] [--version] SOURCE DEST\n"
 	        "Copy a file or block device with O_DIRECT asynchronous I/O (libkaio).\n\n"
 	        "  -q, --depth DEPTH  blocks in flight (1-%u, default %d)\n"
 	        "  -b, --block SIZE   block size, K/M/G suffixes allowed (default 1M);\n"
@@ -358,9 +367,10 @@ static uint32_t fd_alignment(int fd, const char *path)
 {
 	uint32_t mem = 0, off = 0;
 
-	if (kaio_fd_alignment(fd, &mem, &off) < 0) {
+	int rc = kaio_fd_alignment(fd, &mem, &off);
+	if (rc < 0) {
 		complain("cannot learn the alignment of %s: %s (assuming 4096)",
-		         path, kaio_last_error());
+		         path, why(rc));
 		return 4096;
 	}
 	return mem > off ? mem : off;
@@ -495,7 +505,7 @@ int main(int argc, char **argv)
 	 * DEPTH is enough.  Only this thread ever calls in. */
 	int rc = kaio_ctx_create(&cp.ctx, nslots ? nslots : 1, KAIO_CTX_SINGLE_THREAD);
 	if (rc < 0) {
-		complain("cannot create the I/O context: %s", kaio_last_error());
+		complain("cannot create the I/O context: %s", why(rc));
 		goto out;
 	}
 	slots = calloc(nslots ? nslots : 1, sizeof *slots);
@@ -508,7 +518,7 @@ int main(int argc, char **argv)
 		rc = kaio_buf_alloc(&slots[i].buf, buf_len, 0);
 		if (rc < 0) {
 			complain("cannot allocate %u buffers of %zu bytes: %s",
-			         nslots, buf_len, kaio_last_error());
+			         nslots, buf_len, why(rc));
 			goto out;
 		}
 	}
@@ -537,7 +547,7 @@ int main(int argc, char **argv)
 	if (do_fsync) {
 		rc = kaio_sync(cp.ctx, cp.dst, KAIO_SYNC_FULL, on_sync, (uintptr_t)&cp);
 		if (rc < 0) {
-			complain("cannot sync %s: %s", cp.dst_path, kaio_last_error());
+			complain("cannot sync %s: %s", cp.dst_path, why(rc));
 			goto out;
 		}
 		cp.busy = 1;

@@ -1,0 +1,906 @@
+/* Integration tests for the context's life: kaio_ctx_destroy with operations
+ * in flight (callbacks, discarded events, references, -ESHUTDOWN, -EBUSY),
+ * and fork() (-ECHILD in the child, the parent unaffected, MADV_DONTFORK
+ * buffers).  Real files with O_DIRECT, the public API only.  Child processes
+ * never call cmocka: they report through their exit status. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BLK 4096u
+#define CHUNK (64u * 1024)
+#define FILE_SIZE (8u << 20)
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+#define EXPECT_RC(expr, want) do { \
+	int rc_ = (expr); \
+	if (rc_ != (want)) \
+		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
+} while (0)
+
+static int g_fd = -1; /* FILE_SIZE bytes of pattern, O_RDWR|O_DIRECT */
+
+static int group_setup(void **state)
+{
+	g_fd = kt_make_file("lifecycle.dat", FILE_SIZE, O_RDWR | O_DIRECT);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	if (g_fd >= 0)
+		close(g_fd);
+	g_fd = -1;
+	return 0;
+}
+
+/* ---- tracked operations ------------------------------------------------------- */
+
+/* One operation's buffer (a kaio_buf_wrap over heap memory) and what happened
+ * to it: when its callback ran and when its release ran, on a global clock. */
+struct tracked {
+	void *mem;
+	size_t len;
+	kaio_buf *handle;
+	uint64_t offset;   /* file offset read into mem */
+	int64_t expect_res;
+	int fill_on_release; /* release overwrites the memory with 0xA5 */
+	atomic_int cb_runs;
+	atomic_int released;
+	atomic_long cb_seq;
+	atomic_long rel_seq;
+	int64_t res;
+	int data_ok;
+	int cb_during_destroy;
+};
+
+static atomic_long clock_seq;
+static atomic_int destroying; /* set around kaio_ctx_destroy */
+
+static void tracked_release(void *data, size_t len, void *opaque)
+{
+	struct tracked *t = opaque;
+	if (data != t->mem || len != t->len)
+		atomic_fetch_add(&t->released, 1000);
+	atomic_store(&t->rel_seq, atomic_fetch_add(&clock_seq, 1) + 1);
+	if (t->fill_on_release)
+		memset(t->mem, 0xA5, t->len);
+	atomic_fetch_add(&t->released, 1);
+}
+
+static kaio_buf *tracked_new(struct tracked *t, size_t len)
+{
+	memset(t, 0, sizeof *t);
+	t->len = len;
+	assert_int_equal(posix_memalign(&t->mem, 4096, len), 0);
+	memset(t->mem, 0, len);
+	EXPECT_RC(kaio_buf_wrap(&t->handle, t->mem, len, tracked_release, t), 0);
+	return t->handle;
+}
+
+static void tracked_cb(const struct kaio_event *ev)
+{
+	struct tracked *t = (struct tracked *)(uintptr_t)ev->user_data;
+	atomic_store(&t->cb_seq, atomic_fetch_add(&clock_seq, 1) + 1);
+	t->res = ev->res;
+	t->cb_during_destroy = atomic_load(&destroying);
+	size_t n = ev->res > 0 ? (size_t)ev->res : 0;
+	t->data_ok = ev->buf == t->handle && atomic_load(&t->released) == 0 &&
+		     kt_check(kaio_buf_data(ev->buf), n, t->offset) == 0;
+	atomic_fetch_add(&t->cb_runs, 1);
+}
+
+static void tracked_free(struct tracked *t)
+{
+	free(t->mem);
+	t->mem = NULL;
+}
+
+/* ---- destroy ------------------------------------------------------------------------ */
+
+/* Contract: kaio_ctx_destroy waits for every operation in flight, runs each
+ * callback with the real result, then drops every buffer reference (a wrapped
+ * buffer's release runs exactly once, after its operation's callback), all
+ * before it returns. */
+static void test_destroy_runs_callbacks(void **state)
+{
+	enum { N = 24 };
+	kaio_ctx *ctx = kt_ctx(64, 0);
+	static struct tracked t[N + 2];
+	for (unsigned i = 0; i < N; i++) {
+		kaio_buf *b = tracked_new(&t[i], CHUNK);
+		t[i].offset = (uint64_t)i * 3 * CHUNK % FILE_SIZE;
+		t[i].expect_res = CHUNK;
+		EXPECT_RC(kaio_read(ctx, g_fd, t[i].offset, b, 0, CHUNK, tracked_cb, (uintptr_t)&t[i]), 0);
+		kaio_buf_unref(b); /* the operation holds its own */
+	}
+	/* the real result: crossing end of file, and wholly past it */
+	kaio_buf *b = tracked_new(&t[N], 2 * BLK);
+	t[N].offset = FILE_SIZE - BLK;
+	t[N].expect_res = BLK;
+	EXPECT_RC(kaio_read(ctx, g_fd, t[N].offset, b, 0, 2 * BLK, tracked_cb, (uintptr_t)&t[N]), 0);
+	kaio_buf_unref(b);
+	b = tracked_new(&t[N + 1], BLK);
+	t[N + 1].offset = FILE_SIZE + CHUNK;
+	t[N + 1].expect_res = 0;
+	EXPECT_RC(kaio_read(ctx, g_fd, t[N + 1].offset, b, 0, BLK, tracked_cb, (uintptr_t)&t[N + 1]), 0);
+	kaio_buf_unref(b);
+	assert_int_equal(kaio_ctx_inflight(ctx), N + 2);
+
+	atomic_store(&destroying, 1);
+	int rc = kaio_ctx_destroy(ctx);
+	atomic_store(&destroying, 0);
+	if (rc != 0)
+		fail_msg("kaio_ctx_destroy with %d operations in flight = %d (%s)", N + 2, rc, kaio_last_error());
+
+	for (unsigned i = 0; i < N + 2; i++) {
+		if (atomic_load(&t[i].cb_runs) != 1)
+			fail_msg("operation %u: callback ran %d times during destroy", i, atomic_load(&t[i].cb_runs));
+		if (t[i].res != t[i].expect_res)
+			fail_msg("operation %u: callback saw res %lld, expected %lld", i, (long long)t[i].res,
+				 (long long)t[i].expect_res);
+		if (!t[i].data_ok)
+			fail_msg("operation %u: callback saw wrong data, buffer, or an already released buffer", i);
+		assert_true(t[i].cb_during_destroy);
+		if (atomic_load(&t[i].released) != 1)
+			fail_msg("operation %u: release ran %d times by the time destroy returned", i,
+				 atomic_load(&t[i].released));
+		if (atomic_load(&t[i].rel_seq) <= atomic_load(&t[i].cb_seq))
+			fail_msg("operation %u: the buffer was released before its callback ran", i);
+		tracked_free(&t[i]);
+	}
+}
+
+/* Contract: operations submitted without a callback are waited for, their
+ * references dropped and their events discarded by kaio_ctx_destroy (also
+ * events already reaped but left queued beyond max); events already copied
+ * out keep their reference past the context. */
+static void test_destroy_discards_events(void **state)
+{
+	enum { N = 16 };
+	kaio_ctx *ctx = kt_ctx(64, 0);
+	static struct tracked t[N + 2];
+	for (unsigned i = 0; i < N; i++) {
+		kaio_buf *b = tracked_new(&t[i], CHUNK);
+		t[i].offset = (uint64_t)i * CHUNK;
+		EXPECT_RC(kaio_read(ctx, g_fd, t[i].offset, b, 0, CHUNK, NULL, i), 0);
+		kaio_buf_unref(b);
+	}
+	kaio_buf *v0 = tracked_new(&t[N], BLK);
+	kaio_buf *v1 = tracked_new(&t[N + 1], BLK);
+	struct kaio_vec vec[2] = { { v0, 0, BLK }, { v1, 0, BLK } };
+	EXPECT_RC(kaio_readv(ctx, g_fd, 0, vec, 2, NULL, 1000), 0);
+	kaio_buf_unref(v0);
+	kaio_buf_unref(v1);
+	sleep_ms(100);
+	/* Take two; the others finished and may sit queued in the library. */
+	struct kaio_event held[2];
+	int nheld = kaio_poll(ctx, held, 2);
+	if (nheld < 0)
+		fail_msg("kaio_poll = %d (%s)", nheld, kaio_last_error());
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+
+	for (unsigned i = 0; i < N + 2; i++) {
+		assert_int_equal(atomic_load(&t[i].cb_runs), 0);
+		int is_held = 0;
+		for (int k = 0; k < nheld; k++)
+			if (held[k].buf != NULL && held[k].buf == t[i].handle)
+				is_held = 1;
+		int want = is_held ? 0 : 1;
+		if (atomic_load(&t[i].released) != want)
+			fail_msg("buffer %u (%s): released %d times after destroy, expected %d", i,
+				 is_held ? "its event is held by the caller" : "discarded",
+				 atomic_load(&t[i].released), want);
+	}
+	/* The held events' buffers outlive the context. */
+	for (int k = 0; k < nheld; k++) {
+		if (held[k].buf == NULL) {
+			assert_int_equal(held[k].op, KAIO_OP_READV);
+			continue;
+		}
+		assert_int_equal(held[k].res, CHUNK);
+		assert_int_equal(kt_check(kaio_buf_data(held[k].buf), CHUNK, held[k].offset), 0);
+		struct tracked *owner = NULL;
+		for (unsigned i = 0; i < N; i++)
+			if (t[i].handle == held[k].buf)
+				owner = &t[i];
+		assert_non_null(owner);
+		kaio_buf_unref(held[k].buf);
+		assert_int_equal(atomic_load(&owner->released), 1);
+	}
+	for (unsigned i = 0; i < N + 2; i++)
+		tracked_free(&t[i]);
+}
+
+/* What a callback or release saw when it tried to use the context while
+ * destroy was running. */
+struct reentry {
+	int runs;
+	int read_rc, write_rc, readv_rc, submit_rc, sync_rc;
+	int poll_rc, wait_rc, destroy_rc;
+	int msgs_ok;
+};
+static struct reentry cb_seen[8];
+static atomic_int cb_seen_n;
+static struct reentry rel_seen;
+static kaio_buf *extra_buf; /* the buffer they try to submit */
+static kaio_ctx *life_ctx;
+
+static void check_msg(struct reentry *r)
+{
+	if (kaio_last_error()[0] == '\0')
+		r->msgs_ok = 0;
+}
+
+static void try_everything(kaio_ctx *ctx, struct reentry *r, int submissions)
+{
+	r->msgs_ok = 1;
+	if (submissions) {
+		r->read_rc = kaio_read(ctx, g_fd, 0, extra_buf, 0, BLK, NULL, 1);
+		check_msg(r);
+		r->write_rc = kaio_write(ctx, g_fd, 0, extra_buf, 0, BLK, NULL, 2);
+		check_msg(r);
+		struct kaio_vec vec = { extra_buf, 0, BLK };
+		r->readv_rc = kaio_readv(ctx, g_fd, 0, &vec, 1, NULL, 3);
+		check_msg(r);
+		struct kaio_op op = { .op = KAIO_OP_READ, .fd = g_fd, .len = BLK, .user_data = 4,
+				      .buf = extra_buf };
+		r->submit_rc = kaio_submit(ctx, &op, 1);
+		check_msg(r);
+		r->sync_rc = kaio_sync(ctx, g_fd, KAIO_SYNC_DATA, NULL, 5);
+		check_msg(r);
+	}
+	struct kaio_event ev[2];
+	r->poll_rc = kaio_poll(ctx, ev, 2);
+	check_msg(r);
+	r->wait_rc = kaio_wait(ctx, ev, 1, 2, 50);
+	check_msg(r);
+	r->destroy_rc = kaio_ctx_destroy(ctx);
+	check_msg(r);
+	r->runs++;
+}
+
+static void shutdown_cb(const struct kaio_event *ev)
+{
+	int i = atomic_fetch_add(&cb_seen_n, 1);
+	if (i < 8)
+		try_everything(ev->ctx, &cb_seen[i], 1);
+}
+
+static void reentering_release(void *data, size_t len, void *opaque)
+{
+	if (life_ctx)
+		try_everything(life_ctx, &rel_seen, 0);
+	tracked_release(data, len, opaque);
+}
+
+/* Contract: while destroy runs, submissions from its callbacks return
+ * -ESHUTDOWN and take nothing; kaio_poll, kaio_wait and kaio_ctx_destroy from
+ * its callbacks and from the release functions it runs return -EBUSY. */
+static void test_destroy_reentry(void **state)
+{
+	enum { N = 3 };
+	kaio_ctx *ctx = kt_ctx(8, 0);
+	life_ctx = NULL;
+	struct tracked x, r;
+	extra_buf = tracked_new(&x, BLK);
+	memset(cb_seen, 0, sizeof cb_seen);
+	memset(&rel_seen, 0, sizeof rel_seen);
+	atomic_store(&cb_seen_n, 0);
+	kaio_buf *b = kt_buf(N * BLK);
+	for (unsigned i = 0; i < N; i++)
+		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, shutdown_cb, i), 0);
+	kaio_buf_unref(b);
+	/* An operation without a callback whose buffer's release re-enters. */
+	memset(&r, 0, sizeof r);
+	r.len = BLK;
+	assert_int_equal(posix_memalign(&r.mem, 4096, BLK), 0);
+	EXPECT_RC(kaio_buf_wrap(&r.handle, r.mem, BLK, reentering_release, &r), 0);
+	EXPECT_RC(kaio_read(ctx, g_fd, 0, r.handle, 0, BLK, NULL, 99), 0);
+	kaio_buf_unref(r.handle);
+	assert_int_equal(kaio_ctx_inflight(ctx), N + 1);
+
+	life_ctx = ctx;
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	life_ctx = NULL;
+
+	assert_int_equal(atomic_load(&cb_seen_n), N);
+	for (int i = 0; i < N; i++) {
+		struct reentry *e = &cb_seen[i];
+		if (e->read_rc != -ESHUTDOWN || e->write_rc != -ESHUTDOWN || e->readv_rc != -ESHUTDOWN ||
+		    e->submit_rc != -ESHUTDOWN || e->sync_rc != -ESHUTDOWN)
+			fail_msg("submissions from a callback during destroy: read %d, write %d, readv %d, submit %d, sync %d; expected -ESHUTDOWN (%d)",
+				 e->read_rc, e->write_rc, e->readv_rc, e->submit_rc, e->sync_rc, -ESHUTDOWN);
+		if (e->poll_rc != -EBUSY || e->wait_rc != -EBUSY || e->destroy_rc != -EBUSY)
+			fail_msg("from a callback during destroy: kaio_poll %d, kaio_wait %d, kaio_ctx_destroy %d; expected -EBUSY (%d)",
+				 e->poll_rc, e->wait_rc, e->destroy_rc, -EBUSY);
+		if (!e->msgs_ok)
+			fail_msg("a refusal inside destroy left kaio_last_error() empty");
+	}
+	if (rel_seen.runs != 1)
+		fail_msg("the re-entering release ran %d times", rel_seen.runs);
+	if (rel_seen.poll_rc != -EBUSY || rel_seen.wait_rc != -EBUSY || rel_seen.destroy_rc != -EBUSY)
+		fail_msg("from a release run by destroy: kaio_poll %d, kaio_wait %d, kaio_ctx_destroy %d; expected -EBUSY (%d)",
+			 rel_seen.poll_rc, rel_seen.wait_rc, rel_seen.destroy_rc, -EBUSY);
+	if (!rel_seen.msgs_ok)
+		fail_msg("a refusal inside a release left kaio_last_error() empty");
+	assert_int_equal(atomic_load(&r.released), 1);
+	/* The refused submissions took no reference: ours is the last. */
+	assert_int_equal(atomic_load(&x.released), 0);
+	assert_int_equal(atomic_load(&x.cb_runs), 0);
+	kaio_buf_unref(extra_buf);
+	extra_buf = NULL;
+	assert_int_equal(atomic_load(&x.released), 1);
+	tracked_free(&x);
+	tracked_free(&r);
+}
+
+/* Contract: after kaio_ctx_destroy the kernel holds no pointer into any
+ * buffer: once every release has run (before destroy returns), no I/O lands
+ * in the memory any more. */
+static void test_destroy_kernel_holds_no_pointer(void **state)
+{
+	enum { N = 8, BIG = 1u << 20 };
+	kaio_ctx *ctx = kt_ctx(16, 0);
+	static struct tracked t[N];
+	for (unsigned i = 0; i < N; i++) {
+		kaio_buf *b = tracked_new(&t[i], BIG);
+		t[i].fill_on_release = 1;
+		t[i].offset = (uint64_t)i * BIG;
+		t[i].expect_res = BIG;
+		EXPECT_RC(kaio_read(ctx, g_fd, t[i].offset, b, 0, BIG, i % 2 ? tracked_cb : NULL,
+				    i % 2 ? (uintptr_t)&t[i] : i), 0);
+		kaio_buf_unref(b);
+	}
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	for (unsigned i = 0; i < N; i++) {
+		if (atomic_load(&t[i].released) != 1)
+			fail_msg("buffer %u: release had run %d times when destroy returned", i,
+				 atomic_load(&t[i].released));
+		if (i % 2) {
+			assert_int_equal(atomic_load(&t[i].cb_runs), 1);
+			assert_int_equal(t[i].res, BIG);
+			assert_true(t[i].data_ok);
+		}
+	}
+	/* Any read still in flight would now overwrite the 0xA5 fill. */
+	sleep_ms(200);
+	for (unsigned i = 0; i < N; i++) {
+		const unsigned char *m = t[i].mem;
+		for (size_t k = 0; k < BIG; k++)
+			if (m[k] != 0xA5)
+				fail_msg("buffer %u byte %zu was written after its release (I/O outlived destroy)", i,
+					 k);
+		tracked_free(&t[i]);
+	}
+}
+
+/* Contract: kaio_ctx_destroy of an idle context (fresh, or drained) returns 0
+ * and runs nothing. */
+static void test_destroy_idle(void **state)
+{
+	kaio_ctx *ctx = kt_ctx(4, 0);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	ctx = kt_ctx(4, 0);
+	struct tracked t;
+	kaio_buf *b = tracked_new(&t, BLK);
+	t.offset = 0;
+	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, tracked_cb, (uintptr_t)&t), 0);
+	int64_t deadline = now_ms() + 10000;
+	while (atomic_load(&t.cb_runs) == 0) {
+		EXPECT_RC(kaio_wait(ctx, NULL, 1, 0, 1000), 0);
+		if (now_ms() > deadline)
+			fail_msg("callback did not run");
+	}
+	assert_int_equal(kaio_ctx_inflight(ctx), 0);
+	assert_int_equal(atomic_load(&t.released), 0); /* we still hold ours */
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	assert_int_equal(atomic_load(&t.cb_runs), 1);
+	assert_int_equal(atomic_load(&t.released), 0);
+	kaio_buf_unref(b);
+	assert_int_equal(atomic_load(&t.released), 1);
+	tracked_free(&t);
+}
+
+/* ---- fork ------------------------------------------------------------------------------ */
+
+/* In a child: undo cmocka's signal handlers (a crash must kill the child, not
+ * run the rest of the test suite in it) and bound its life. */
+static void child_init(void)
+{
+	const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS, SIGALRM };
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		signal(sigs[i], SIG_DFL);
+	alarm(20);
+}
+
+static pid_t fork_child(void)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	return pid;
+}
+
+/* Wait (at most 30 s) for a child; returns its wait status. */
+static int wait_child(pid_t pid)
+{
+	int st = 0;
+	int64_t deadline = now_ms() + 30000;
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			return st;
+		if (r < 0 && errno != EINTR)
+			fail_msg("waitpid: %s", strerror(errno));
+		if (now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			fail_msg("child %d did not finish within 30 s", (int)pid);
+		}
+		sleep_ms(5);
+	}
+}
+
+static const char *const echild_checks[] = {
+	"ok",
+	"kaio_read on the parent's context did not return -ECHILD",
+	"kaio_write on the parent's context did not return -ECHILD",
+	"kaio_readv on the parent's context did not return -ECHILD",
+	"kaio_writev on the parent's context did not return -ECHILD",
+	"kaio_sync on the parent's context did not return -ECHILD",
+	"kaio_submit on the parent's context did not return -ECHILD",
+	"kaio_poll on the parent's context did not return -ECHILD",
+	"kaio_wait on the parent's context did not return -ECHILD",
+	"kaio_ctx_fd on the parent's context did not return -ECHILD",
+	"kaio_ctx_wake on the parent's context did not return -ECHILD",
+	"kaio_ctx_forget_fd on the parent's context did not return -ECHILD",
+	"kaio_ctx_capacity on the parent's context is not 0",
+	"kaio_ctx_inflight on the parent's context is not 0",
+	"kaio_ctx_destroy of the parent's context did not return 0",
+	"kaio_ctx_destroy in the child ran a release function or a callback",
+	"kaio_buf_len of a kaio_buf_alloc handle is wrong in the child",
+	"an -ECHILD refusal left kaio_last_error() empty",
+};
+
+struct marker {
+	int fd;      /* pipe write end */
+	char c;
+	atomic_int ran;
+	void *mem;
+};
+
+static void marker_release(void *data, size_t len, void *opaque)
+{
+	struct marker *m = opaque;
+	atomic_fetch_add(&m->ran, 1);
+	if (write(m->fd, &m->c, 1) != 1)
+		atomic_fetch_add(&m->ran, 100);
+}
+
+static struct marker cb_marker;
+
+static void marker_cb(const struct kaio_event *ev)
+{
+	atomic_fetch_add(&cb_marker.ran, 1);
+	if (write(cb_marker.fd, &cb_marker.c, 1) != 1)
+		atomic_fetch_add(&cb_marker.ran, 100);
+}
+
+#define CHILD_EXPECT_ECHILD(code, expr) do { \
+	if ((expr) != -ECHILD) \
+		return code; \
+	if (kaio_last_error()[0] == '\0') \
+		return 17; \
+} while (0)
+
+static int child_echild(kaio_ctx *ctx, kaio_buf *a, size_t alen, struct marker *wm)
+{
+	CHILD_EXPECT_ECHILD(1, kaio_read(ctx, g_fd, 0, a, 0, BLK, NULL, 1));
+	CHILD_EXPECT_ECHILD(2, kaio_write(ctx, g_fd, 0, a, 0, BLK, NULL, 2));
+	struct kaio_vec vec = { a, 0, BLK };
+	CHILD_EXPECT_ECHILD(3, kaio_readv(ctx, g_fd, 0, &vec, 1, NULL, 3));
+	CHILD_EXPECT_ECHILD(4, kaio_writev(ctx, g_fd, 0, &vec, 1, NULL, 4));
+	CHILD_EXPECT_ECHILD(5, kaio_sync(ctx, g_fd, KAIO_SYNC_FULL, NULL, 5));
+	struct kaio_op op = { .op = KAIO_OP_READ, .fd = g_fd, .len = BLK, .user_data = 6, .buf = a };
+	CHILD_EXPECT_ECHILD(6, kaio_submit(ctx, &op, 1));
+	struct kaio_event ev[4];
+	CHILD_EXPECT_ECHILD(7, kaio_poll(ctx, ev, 4));
+	CHILD_EXPECT_ECHILD(8, kaio_wait(ctx, ev, 1, 4, 100));
+	CHILD_EXPECT_ECHILD(9, kaio_ctx_fd(ctx));
+	CHILD_EXPECT_ECHILD(10, kaio_ctx_wake(ctx));
+	CHILD_EXPECT_ECHILD(11, kaio_ctx_forget_fd(ctx, g_fd));
+	if (kaio_ctx_capacity(ctx) != 0)
+		return 12;
+	if (kaio_ctx_inflight(ctx) != 0)
+		return 13;
+	if (kaio_buf_len(a) != alen)
+		return 16;
+	if (kaio_ctx_destroy(ctx) != 0)
+		return 14;
+	if (atomic_load(&wm->ran) != 0 || atomic_load(&cb_marker.ran) != 0)
+		return 15;
+	return 0;
+}
+
+static void expect_child_ok(int st, const char *const *names, size_t nnames)
+{
+	if (WIFSIGNALED(st))
+		fail_msg("the child died of signal %d", WTERMSIG(st));
+	assert_true(WIFEXITED(st));
+	int code = WEXITSTATUS(st);
+	if (code != 0) {
+		if ((size_t)code < nnames)
+			fail_msg("in the child: %s", names[code]);
+		fail_msg("the child exited with %d", code);
+	}
+}
+
+/* Contract: after fork(), the child's calls on the parent's context return
+ * -ECHILD (capacity and inflight 0), kaio_ctx_destroy there returns 0 and runs
+ * no release functions; the parent's context is untouched and keeps working
+ * (its pending completions all still arrive). */
+static void test_fork_child_gets_echild(void **state)
+{
+	kaio_ctx *ctx = kt_ctx(8, 0);
+	int efd = kaio_ctx_fd(ctx);
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC | O_NONBLOCK), 0);
+
+	/* W: an event without callback whose buffer's release writes 'W'. */
+	static struct marker wm;
+	memset(&wm, 0, sizeof wm);
+	wm.fd = pfd[1];
+	wm.c = 'W';
+	assert_int_equal(posix_memalign(&wm.mem, 4096, BLK), 0);
+	kaio_buf *wb = NULL;
+	EXPECT_RC(kaio_buf_wrap(&wb, wm.mem, BLK, marker_release, &wm), 0);
+	EXPECT_RC(kaio_read(ctx, g_fd, 5 * BLK, wb, 0, BLK, NULL, 77), 0);
+	kaio_buf_unref(wb);
+	/* C: an operation whose callback writes 'C'. */
+	memset(&cb_marker, 0, sizeof cb_marker);
+	cb_marker.fd = pfd[1];
+	cb_marker.c = 'C';
+	kaio_buf *cbuf = kt_buf(BLK);
+	EXPECT_RC(kaio_read(ctx, g_fd, 6 * BLK, cbuf, 0, BLK, marker_cb, 78), 0);
+	kaio_buf_unref(cbuf);
+	kaio_buf *a = kt_buf(4 * BLK);
+	sleep_ms(50); /* both finished in the kernel, not yet reaped */
+
+	pid_t pid = fork_child();
+	if (pid == 0) {
+		child_init();
+		_exit(child_echild(ctx, a, 4 * BLK, &wm));
+	}
+	int st = wait_child(pid);
+	char c;
+	ssize_t n = read(pfd[0], &c, 1);
+	if (n == 1)
+		fail_msg("the child ran the '%c' %s", c, c == 'W' ? "release function" : "callback");
+	assert_int_equal(errno, EAGAIN);
+	expect_child_ok(st, echild_checks, sizeof echild_checks / sizeof echild_checks[0]);
+
+	/* The parent's context is as it was. */
+	assert_int_equal(kaio_ctx_capacity(ctx), 8);
+	assert_int_equal(kaio_ctx_inflight(ctx), 2);
+	assert_int_equal(kaio_ctx_fd(ctx), efd);
+	assert_int_equal(atomic_load(&wm.ran), 0);
+	assert_int_equal(atomic_load(&cb_marker.ran), 0);
+	struct kaio_event ev[2];
+	int got = 0;
+	int64_t deadline = now_ms() + 10000;
+	while (got < 1 || atomic_load(&cb_marker.ran) < 1) {
+		int rc = kaio_wait(ctx, ev + got, 1, 2 - (unsigned)got, 1000);
+		if (rc < 0)
+			fail_msg("kaio_wait in the parent after fork = %d (%s)", rc, kaio_last_error());
+		got += rc;
+		if (now_ms() > deadline)
+			fail_msg("the parent lost completions pending at fork (%d events, %d callbacks)", got,
+				 atomic_load(&cb_marker.ran));
+	}
+	assert_int_equal(got, 1);
+	assert_int_equal(ev[0].user_data, 77);
+	assert_int_equal(ev[0].res, BLK);
+	assert_int_equal(kt_check(kaio_buf_data(ev[0].buf), BLK, 5 * BLK), 0);
+	assert_int_equal(atomic_load(&cb_marker.ran), 1);
+	kaio_buf_unref(ev[0].buf);
+	assert_int_equal(atomic_load(&wm.ran), 1);
+	char marks[4] = { 0 };
+	assert_int_equal(read(pfd[0], marks, sizeof marks), 2);
+	assert_string_equal(marks, "CW");
+
+	/* New I/O in the parent works: write then read back. */
+	kt_fill(kaio_buf_data(a), 4 * BLK, 32 * BLK);
+	EXPECT_RC(kaio_write(ctx, g_fd, 32 * BLK, a, 0, 4 * BLK, NULL, 80), 0);
+	kt_wait_n(ctx, ev, 1);
+	assert_int_equal(ev[0].res, 4 * BLK);
+	kaio_buf_unref(ev[0].buf);
+	memset(kaio_buf_data(a), 0, 4 * BLK);
+	EXPECT_RC(kaio_read(ctx, g_fd, 32 * BLK, a, 0, 4 * BLK, NULL, 81), 0);
+	kt_wait_n(ctx, ev, 1);
+	assert_int_equal(ev[0].res, 4 * BLK);
+	assert_int_equal(kt_check(kaio_buf_data(a), 4 * BLK, 32 * BLK), 0);
+	kaio_buf_unref(ev[0].buf);
+
+	kaio_buf_unref(a);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	close(pfd[0]);
+	close(pfd[1]);
+	free(wm.mem);
+}
+
+/* Contract: kaio_buf_alloc memory is MADV_DONTFORK, so a fork() during I/O
+ * cannot corrupt it: reads and writes in flight across fork() complete with
+ * intact data in the parent, whose context keeps working. */
+static void test_fork_with_io_in_flight(void **state)
+{
+	enum { NR = 16, NW = 8 };
+	kaio_ctx *ctx = kt_ctx(64, 0);
+	uint32_t ma = 0, oa = 0;
+	EXPECT_RC(kaio_fd_alignment(g_fd, &ma, &oa), 0);
+	uint32_t unit = ma > oa ? ma : oa;
+	if (unit < 512)
+		unit = 512;
+	/* Read less than a page when alignment allows, so the parent can write
+	 * to the rest of the same page while the read is in flight. */
+	size_t rl = unit <= BLK / 2 ? BLK / 2 : BLK;
+	int wfd = kt_open("fork-writes.dat", O_RDWR | O_DIRECT);
+	assert_int_equal(ftruncate(wfd, NW * CHUNK), 0);
+
+	for (int round = 0; round < 3; round++) {
+		kaio_buf *rb[NR], *wb[NW];
+		for (unsigned i = 0; i < NR; i++) {
+			rb[i] = kt_buf(BLK);
+			EXPECT_RC(kaio_read(ctx, g_fd, (uint64_t)(i * 7 + (unsigned)round) * CHUNK, rb[i], 0, rl,
+					    NULL, i), 0);
+		}
+		for (unsigned i = 0; i < NW; i++) {
+			wb[i] = kt_buf(CHUNK);
+			kt_fill(kaio_buf_data(wb[i]), CHUNK, (uint64_t)i * CHUNK + 8 * (uint64_t)round);
+			EXPECT_RC(kaio_write(ctx, wfd, (uint64_t)i * CHUNK, wb[i], 0, CHUNK, NULL, 100 + i), 0);
+		}
+		pid_t pid = fork_child();
+		if (pid == 0) {
+			child_init();
+			/* Dirty plenty of memory in the child. */
+			size_t big = 8u << 20;
+			char *p = malloc(big);
+			if (p)
+				memset(p, 0x3c, big);
+			free(p);
+			/* The parent's context: frees only the child's copy. */
+			_exit(kaio_ctx_destroy(ctx) == 0 ? 0 : 1);
+		}
+		/* Parent: write next to the in-flight reads, in the same pages. */
+		for (unsigned i = 0; i < NR; i++)
+			memset((char *)kaio_buf_data(rb[i]) + rl, 0x11, BLK - rl);
+		struct kaio_event ev[NR + NW];
+		kt_wait_n(ctx, ev, NR + NW);
+		expect_child_ok(wait_child(pid), NULL, 0);
+		for (unsigned k = 0; k < NR + NW; k++) {
+			uint64_t u = ev[k].user_data;
+			if (u < NR) {
+				assert_int_equal(ev[k].res, rl);
+				const unsigned char *d = kaio_buf_data(rb[u]);
+				if (kt_check(d, rl, (uint64_t)(u * 7 + (unsigned)round) * CHUNK) != 0)
+					fail_msg("round %d: read %llu in flight across fork() lost its data", round,
+						 (unsigned long long)u);
+				for (size_t j = rl; j < BLK; j++)
+					assert_int_equal(d[j], 0x11);
+			} else {
+				assert_true(u >= 100 && u < 100 + NW);
+				assert_int_equal(ev[k].res, CHUNK);
+			}
+			kaio_buf_unref(ev[k].buf);
+		}
+		/* The writes reached the file intact. */
+		kaio_buf *chk = kt_buf(NW * CHUNK);
+		EXPECT_RC(kaio_read(ctx, wfd, 0, chk, 0, NW * CHUNK, NULL, 999), 0);
+		kt_wait_n(ctx, ev, 1);
+		assert_int_equal(ev[0].res, NW * CHUNK);
+		for (unsigned i = 0; i < NW; i++)
+			if (kt_check((char *)kaio_buf_data(chk) + (size_t)i * CHUNK, CHUNK,
+				     (uint64_t)i * CHUNK + 8 * (uint64_t)round) != 0)
+				fail_msg("round %d: write %u in flight across fork() wrote wrong data", round, i);
+		kaio_buf_unref(ev[0].buf);
+		kaio_buf_unref(chk);
+		for (unsigned i = 0; i < NR; i++)
+			kaio_buf_unref(rb[i]);
+		for (unsigned i = 0; i < NW; i++)
+			kaio_buf_unref(wb[i]);
+	}
+	assert_int_equal(kaio_ctx_inflight(ctx), 0);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	close(wfd);
+}
+
+static const char *const absent_checks[] = {
+	"ok",
+	"kaio_buf_len of a kaio_buf_alloc handle is wrong in the child",
+	"kaio_buf_data of a kaio_buf_alloc handle changed in the child",
+	"kaio_buf_alloc memory is mapped in the child (no MADV_DONTFORK)",
+	"a pooled (reused) kaio_buf_alloc block is mapped in the child (MADV_DONTFORK lost)",
+	"kaio_buf_ref of a kaio_buf_alloc handle failed in the child",
+	"heap memory (kaio_buf_wrap) is missing in the child",
+};
+
+static int child_absent(kaio_buf *a, void *adata, size_t alen, kaio_buf *p, kaio_buf *w, void *wmem)
+{
+	unsigned char vec[64];
+	if (kaio_buf_len(a) != alen)
+		return 1;
+	if (kaio_buf_data(a) != adata)
+		return 2;
+	errno = 0;
+	if (mincore(adata, alen, vec) == 0 || errno != ENOMEM)
+		return 3;
+	errno = 0;
+	if (mincore(kaio_buf_data(p), kaio_buf_len(p), vec) == 0 || errno != ENOMEM)
+		return 4;
+	if (kaio_buf_ref(a) != a)
+		return 5;
+	kaio_buf_unref(a);
+	/* Contrast: a wrapped heap buffer is an ordinary copy. */
+	if (kaio_buf_data(w) != wmem || mincore(wmem, BLK, vec) != 0 ||
+	    ((unsigned char *)wmem)[0] != 0x42)
+		return 6;
+	return 0;
+}
+
+static void count_release(void *data, size_t len, void *opaque)
+{
+	atomic_fetch_add((atomic_int *)opaque, 1);
+}
+
+/* Contract: kaio_buf_alloc memory is absent in a child (MADV_DONTFORK, kept
+ * by pooled blocks too): touching it there faults, but the handle itself still
+ * works (kaio_buf_len, kaio_buf_ref). */
+static void test_fork_alloc_memory_absent(void **state)
+{
+	const size_t alen = 4 * BLK;
+	kaio_buf *a = kt_buf(alen);
+	void *adata = kaio_buf_data(a);
+	memset(adata, 1, alen);
+	/* a block that went back to the library and came out again */
+	kaio_buf *p = kt_buf(BLK);
+	kaio_buf_unref(p);
+	p = kt_buf(BLK);
+	unsigned char *pd = kaio_buf_data(p);
+	for (size_t i = 0; i < BLK; i++)
+		if (pd[i] != 0)
+			fail_msg("a reused kaio_buf_alloc block is not zeroed (byte %zu)", i);
+	memset(pd, 2, BLK);
+	void *wmem = NULL;
+	assert_int_equal(posix_memalign(&wmem, 4096, BLK), 0);
+	memset(wmem, 0x42, BLK);
+	atomic_int wrel = 0;
+	kaio_buf *w = NULL;
+	EXPECT_RC(kaio_buf_wrap(&w, wmem, BLK, count_release, &wrel), 0);
+	unsigned char vec[64];
+	assert_int_equal(mincore(adata, alen, vec), 0);
+
+	pid_t pid = fork_child();
+	if (pid == 0) {
+		child_init();
+		_exit(child_absent(a, adata, alen, p, w, wmem));
+	}
+	expect_child_ok(wait_child(pid), absent_checks, sizeof absent_checks / sizeof absent_checks[0]);
+
+	/* Touching it in a child faults. */
+	pid = fork_child();
+	if (pid == 0) {
+		child_init();
+		volatile unsigned char *v = adata;
+		unsigned char x = v[0];
+		(void)x;
+		_exit(0);
+	}
+	int st = wait_child(pid);
+	if (!WIFSIGNALED(st) || (WTERMSIG(st) != SIGSEGV && WTERMSIG(st) != SIGBUS))
+		fail_msg("a child read kaio_buf_alloc memory without faulting (status %#x): it is not MADV_DONTFORK",
+			 st);
+
+	/* The parent's memory is untouched. */
+	for (size_t i = 0; i < alen; i++)
+		assert_int_equal(((unsigned char *)adata)[i], 1);
+	assert_int_equal(pd[0], 2);
+	kaio_buf_unref(a);
+	kaio_buf_unref(p);
+	kaio_buf_unref(w);
+	assert_int_equal(atomic_load(&wrel), 1);
+	free(wmem);
+}
+
+/* Contract (scope of -ECHILD: the parent's contexts only): a child can create
+ * and use a context of its own. */
+static int child_own_context(void)
+{
+	kaio_ctx *c = NULL;
+	if (kaio_ctx_create(&c, 4, 0) != 0)
+		return 1;
+	kaio_buf *b = NULL;
+	if (kaio_buf_alloc(&b, BLK, 0) != 0)
+		return 2;
+	if (kaio_read(c, g_fd, 3 * BLK, b, 0, BLK, NULL, 5) != 0)
+		return 3;
+	struct kaio_event ev;
+	if (kaio_wait(c, &ev, 1, 1, 10000) != 1)
+		return 4;
+	if (ev.res != BLK || ev.user_data != 5 || kt_check(kaio_buf_data(b), BLK, 3 * BLK) != 0)
+		return 5;
+	kaio_buf_unref(ev.buf);
+	kaio_buf_unref(b);
+	if (kaio_ctx_destroy(c) != 0)
+		return 6;
+	return 0;
+}
+
+static const char *const own_checks[] = {
+	"ok",
+	"kaio_ctx_create failed in the child",
+	"kaio_buf_alloc failed in the child",
+	"kaio_read on the child's own context was refused",
+	"kaio_wait on the child's own context got no event",
+	"the child's own read returned wrong data",
+	"kaio_ctx_destroy of the child's own context failed",
+	"kaio_ctx_destroy of the parent's context in the child failed",
+};
+
+static void test_fork_child_own_context(void **state)
+{
+	kaio_ctx *parent = kt_ctx(4, 0); /* exists across the fork */
+	pid_t pid = fork_child();
+	if (pid == 0) {
+		child_init();
+		int rc = child_own_context();
+		if (rc == 0 && kaio_ctx_destroy(parent) != 0)
+			rc = 7;
+		_exit(rc);
+	}
+	expect_child_ok(wait_child(pid), own_checks, sizeof own_checks / sizeof own_checks[0]);
+	EXPECT_RC(kaio_ctx_destroy(parent), 0);
+}
+
+int main(void)
+{
+	kt_require_aio();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_destroy_runs_callbacks),
+		cmocka_unit_test(test_destroy_discards_events),
+		cmocka_unit_test(test_destroy_reentry),
+		cmocka_unit_test(test_destroy_kernel_holds_no_pointer),
+		cmocka_unit_test(test_destroy_idle),
+		cmocka_unit_test(test_fork_child_gets_echild),
+		cmocka_unit_test(test_fork_with_io_in_flight),
+		cmocka_unit_test(test_fork_alloc_memory_absent),
+		cmocka_unit_test(test_fork_child_own_context),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

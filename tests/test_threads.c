@@ -1,0 +1,560 @@
+/* Integration tests for concurrency: exactly-once delivery with several
+ * submitting and reaping threads (callbacks and events mixed), and atomic
+ * buffer reference counting.  Real files with O_DIRECT, the public API only.
+ * Worker threads never call cmocka: they count errors, and the main thread
+ * asserts. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BLK 4096u
+#define NBLK 256u /* file blocks */
+#define FILE_SIZE (NBLK * BLK)
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_us(long us)
+{
+	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+	nanosleep(&ts, NULL);
+}
+
+#define EXPECT_RC(expr, want) do { \
+	int rc_ = (expr); \
+	if (rc_ != (want)) \
+		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
+} while (0)
+
+/* First error seen by any thread, reported by the main thread. */
+static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
+static char first_error[512];
+static atomic_int n_errors;
+
+static void note_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note_error(const char *fmt, ...)
+{
+	if (atomic_fetch_add(&n_errors, 1) == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		pthread_mutex_lock(&err_lock);
+		vsnprintf(first_error, sizeof first_error, fmt, ap);
+		pthread_mutex_unlock(&err_lock);
+		va_end(ap);
+	}
+}
+
+static void check_no_errors(void)
+{
+	int n = atomic_load(&n_errors);
+	if (n) {
+		char msg[sizeof first_error];
+		pthread_mutex_lock(&err_lock);
+		memcpy(msg, first_error, sizeof msg);
+		pthread_mutex_unlock(&err_lock);
+		fail_msg("%d errors in worker threads; first: %s", n, msg);
+	}
+}
+
+static int g_fd = -1;
+
+static int group_setup(void **state)
+{
+	g_fd = kt_make_file("threads.dat", FILE_SIZE, O_RDWR | O_DIRECT);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	if (g_fd >= 0)
+		close(g_fd);
+	g_fd = -1;
+	return 0;
+}
+
+/* ---- exactly-once delivery --------------------------------------------------- */
+
+enum {
+	SUBMITTERS = 4,
+	REAPERS = 3,
+	PER_THREAD = 1000,
+	TOTAL = SUBMITTERS * PER_THREAD,
+	CAPACITY = 32,
+	BATCH = 4,
+};
+
+/* Each operation id has a fixed kind: */
+static int op_is_write(unsigned id) { return id % 4 == 3; }
+static int op_has_cb(unsigned id) { return id % 2 == 1; }
+static uint64_t op_offset(unsigned id) { return (uint64_t)((id * 7u) % NBLK) * BLK; }
+
+static kaio_ctx *mt_ctx;
+static unsigned char *arena;          /* TOTAL * BLK, one block per operation */
+static kaio_buf *handles[TOTAL];
+static atomic_int delivered[TOTAL];
+static atomic_int released[TOTAL];
+static atomic_int cb_calls[TOTAL];
+static atomic_int total_delivered;
+static atomic_int stop_reapers;
+static atomic_int eagain_seen;
+static atomic_int zero_polls;
+static int64_t mt_deadline;
+
+static void mt_release(void *data, size_t len, void *opaque)
+{
+	unsigned id = (unsigned)(uintptr_t)opaque;
+	if (id >= TOTAL || data != arena + (size_t)id * BLK || len != BLK) {
+		note_error("release called with wrong arguments (id %u)", id);
+		return;
+	}
+	if (atomic_fetch_add(&released[id], 1) != 0)
+		note_error("release of operation %u ran twice", id);
+	if (atomic_load(&delivered[id]) != 1)
+		note_error("release of operation %u ran before its delivery", id);
+}
+
+static void deliver(const struct kaio_event *ev, int via_cb)
+{
+	uint64_t u = ev->user_data;
+	if (u >= TOTAL) {
+		note_error("event with unknown user_data %llu", (unsigned long long)u);
+		return;
+	}
+	unsigned id = (unsigned)u;
+	if (via_cb != op_has_cb(id))
+		note_error("operation %u delivered %s a callback", id, via_cb ? "through" : "without");
+	if (ev->ctx != mt_ctx || ev->fd != g_fd)
+		note_error("operation %u: wrong ctx or fd in its event", id);
+	if (ev->op != (op_is_write(id) ? KAIO_OP_WRITE : KAIO_OP_READ))
+		note_error("operation %u: op %u", id, ev->op);
+	if (ev->offset != op_offset(id))
+		note_error("operation %u: offset %llu", id, (unsigned long long)ev->offset);
+	if (ev->res != BLK)
+		note_error("operation %u: res %lld", id, (long long)ev->res);
+	if (ev->buf != handles[id])
+		note_error("operation %u: the event's buffer is not its own", id);
+	else if (!op_is_write(id) && ev->res == BLK &&
+		 kt_check(kaio_buf_data(ev->buf), BLK, op_offset(id)) != 0)
+		note_error("operation %u: read data does not match the file", id);
+	if (atomic_load(&released[id]) != 0)
+		note_error("operation %u: its buffer was released before delivery", id);
+	if (atomic_fetch_add(&delivered[id], 1) != 0)
+		note_error("operation %u delivered twice", id);
+	atomic_fetch_add(&total_delivered, 1);
+}
+
+static void mt_cb(const struct kaio_event *ev)
+{
+	uint64_t u = ev->user_data;
+	if (u < TOTAL && atomic_fetch_add(&cb_calls[u], 1) != 0)
+		note_error("callback of operation %llu ran twice", (unsigned long long)u);
+	deliver(ev, 1);
+}
+
+static void prepare_op(unsigned id, struct kaio_op *op)
+{
+	unsigned char *mem = arena + (size_t)id * BLK;
+	if (op_is_write(id))
+		kt_fill(mem, BLK, op_offset(id)); /* writes put the file's own pattern back */
+	else
+		memset(mem, 0, BLK);
+	kaio_buf *b = NULL;
+	int rc = kaio_buf_wrap(&b, mem, BLK, mt_release, (void *)(uintptr_t)id);
+	if (rc != 0) {
+		note_error("kaio_buf_wrap = %d (%s)", rc, kaio_last_error());
+		b = NULL;
+	}
+	handles[id] = b;
+	memset(op, 0, sizeof *op);
+	op->op = op_is_write(id) ? KAIO_OP_WRITE : KAIO_OP_READ;
+	op->fd = g_fd;
+	op->offset = op_offset(id);
+	op->buf_offset = 0;
+	op->len = BLK;
+	op->user_data = id;
+	op->buf = b;
+	op->cb = op_has_cb(id) ? mt_cb : NULL;
+}
+
+static void *submitter_main(void *p)
+{
+	unsigned t = (unsigned)(uintptr_t)p;
+	unsigned first = t * PER_THREAD;
+	int batched = t % 2 == 1; /* half the threads use kaio_submit batches */
+	for (unsigned i = 0; i < PER_THREAD && !atomic_load(&stop_reapers);) {
+		unsigned n = batched ? BATCH : 1;
+		if (i + n > PER_THREAD)
+			n = PER_THREAD - i;
+		struct kaio_op ops[BATCH];
+		for (unsigned k = 0; k < n; k++)
+			prepare_op(first + i + k, &ops[k]);
+		unsigned done = 0;
+		while (done < n) {
+			int rc;
+			const struct kaio_op *o = &ops[done];
+			if (!batched) {
+				rc = o->op == KAIO_OP_WRITE
+					? kaio_write(mt_ctx, o->fd, o->offset, o->buf, 0, BLK, o->cb, o->user_data)
+					: kaio_read(mt_ctx, o->fd, o->offset, o->buf, 0, BLK, o->cb, o->user_data);
+				rc = rc == 0 ? 1 : rc;
+			} else {
+				rc = kaio_submit(mt_ctx, o, n - done);
+			}
+			if (rc > 0) {
+				if ((unsigned)rc > n - done) {
+					note_error("kaio_submit accepted %d of %u", rc, n - done);
+					rc = (int)(n - done);
+				}
+				/* The operations hold their own references now. */
+				for (int k = 0; k < rc; k++)
+					kaio_buf_unref(ops[done + (unsigned)k].buf);
+				done += (unsigned)rc;
+			} else if (rc == -EAGAIN || rc == 0) {
+				atomic_fetch_add(&eagain_seen, 1);
+				if (now_ms() > mt_deadline) {
+					note_error("submitter %u: still -EAGAIN at the deadline", t);
+					atomic_store(&stop_reapers, 1);
+					break;
+				}
+				sched_yield();
+			} else {
+				note_error("submitter %u: submission = %d (%s)", t, rc, kaio_last_error());
+				atomic_store(&stop_reapers, 1);
+				break;
+			}
+		}
+		for (unsigned k = done; k < n; k++) /* refused: still ours */
+			kaio_buf_unref(ops[k].buf);
+		i += n;
+	}
+	return NULL;
+}
+
+static void *reaper_main(void *p)
+{
+	unsigned r = (unsigned)(uintptr_t)p;
+	struct kaio_event ev[8];
+	while (atomic_load(&total_delivered) < TOTAL && !atomic_load(&stop_reapers)) {
+		int rc;
+		if (r == 0)
+			rc = kaio_poll(mt_ctx, ev, 8);
+		else
+			rc = kaio_wait(mt_ctx, ev, 1, r == 1 ? 8 : 3, 20);
+		if (rc < 0) {
+			note_error("reaper %u: %s = %d (%s)", r, r ? "kaio_wait" : "kaio_poll", rc,
+				   kaio_last_error());
+			atomic_store(&stop_reapers, 1);
+			break;
+		}
+		for (int i = 0; i < rc; i++) {
+			deliver(&ev[i], 0);
+			kaio_buf_unref(ev[i].buf); /* the event carried the reference */
+		}
+		if (rc == 0 && r == 0) {
+			atomic_fetch_add(&zero_polls, 1); /* allowed: another thread may be reaping */
+			sleep_us(50);
+		}
+		if (now_ms() > mt_deadline) {
+			note_error("reaper %u: only %d of %d delivered at the deadline", r,
+				   atomic_load(&total_delivered), TOTAL);
+			atomic_store(&stop_reapers, 1);
+		}
+	}
+	return NULL;
+}
+
+static void exactly_once_round(unsigned capacity, unsigned flags);
+
+/* Contract: each completion is delivered exactly once, whichever thread reaps
+ * (4 submitters, 3 reapers, callbacks and events mixed, reads and writes);
+ * every operation holds its own buffer reference, dropped exactly once. */
+static void test_exactly_once_across_threads(void **state)
+{
+	/* Tight (most submissions see -EAGAIN), medium and roomy capacities. */
+	exactly_once_round(3, 0);
+	exactly_once_round(CAPACITY, 0);
+	exactly_once_round(256, 0);
+}
+
+static void exactly_once_round(unsigned capacity, unsigned flags)
+{
+	mt_ctx = kt_ctx(capacity, flags);
+	assert_int_equal(posix_memalign((void **)&arena, 4096, (size_t)TOTAL * BLK), 0);
+	for (unsigned i = 0; i < TOTAL; i++) {
+		atomic_store(&delivered[i], 0);
+		atomic_store(&released[i], 0);
+		atomic_store(&cb_calls[i], 0);
+		handles[i] = NULL;
+	}
+	atomic_store(&total_delivered, 0);
+	atomic_store(&stop_reapers, 0);
+	atomic_store(&n_errors, 0);
+	atomic_store(&eagain_seen, 0);
+	atomic_store(&zero_polls, 0);
+	mt_deadline = now_ms() + 6000;
+
+	pthread_t sub[SUBMITTERS], rea[REAPERS];
+	for (unsigned r = 0; r < REAPERS; r++)
+		assert_int_equal(pthread_create(&rea[r], NULL, reaper_main, (void *)(uintptr_t)r), 0);
+	for (unsigned t = 0; t < SUBMITTERS; t++)
+		assert_int_equal(pthread_create(&sub[t], NULL, submitter_main, (void *)(uintptr_t)t), 0);
+	for (unsigned t = 0; t < SUBMITTERS; t++)
+		pthread_join(sub[t], NULL);
+	for (unsigned r = 0; r < REAPERS; r++)
+		pthread_join(rea[r], NULL);
+
+	/* Whatever is left (only after a failure) goes before the checks. */
+	if (atomic_load(&stop_reapers))
+		kt_drain(mt_ctx);
+	check_no_errors();
+	assert_int_equal(atomic_load(&total_delivered), TOTAL);
+	assert_int_equal(kaio_ctx_inflight(mt_ctx), 0);
+	struct kaio_event extra[4];
+	EXPECT_RC(kaio_poll(mt_ctx, extra, 4), 0);
+	for (unsigned i = 0; i < TOTAL; i++) {
+		if (atomic_load(&delivered[i]) != 1)
+			fail_msg("operation %u delivered %d times", i, atomic_load(&delivered[i]));
+		if (atomic_load(&cb_calls[i]) != (op_has_cb(i) ? 1 : 0))
+			fail_msg("operation %u: callback ran %d times", i, atomic_load(&cb_calls[i]));
+		if (atomic_load(&released[i]) != 1)
+			fail_msg("operation %u: its buffer was released %d times", i, atomic_load(&released[i]));
+	}
+	EXPECT_RC(kaio_ctx_destroy(mt_ctx), 0);
+	mt_ctx = NULL;
+	/* The writes put the pattern back: the file is intact. */
+	char *chk = NULL;
+	assert_int_equal(posix_memalign((void **)&chk, 4096, FILE_SIZE), 0);
+	assert_int_equal(pread(g_fd, chk, FILE_SIZE, 0), (ssize_t)FILE_SIZE);
+	assert_int_equal(kt_check(chk, FILE_SIZE, 0), 0);
+	free(chk);
+	free(arena);
+	arena = NULL;
+	print_message("# capacity %u: %d submissions saw -EAGAIN, %d polls returned 0\n", capacity,
+		      atomic_load(&eagain_seen), atomic_load(&zero_polls));
+}
+
+/* ---- waiters and wake under load ------------------------------------------- */
+
+static atomic_int wl_stop;
+
+static void *wl_waiter(void *p)
+{
+	kaio_ctx *ctx = p;
+	while (!atomic_load(&wl_stop)) {
+		struct kaio_event ev[4];
+		int rc = kaio_wait(ctx, ev, 1, 4, -1);
+		if (rc < 0 && rc != -EINTR) {
+			note_error("kaio_wait(timeout -1) = %d (%s)", rc, kaio_last_error());
+			break;
+		}
+		for (int i = 0; i < rc; i++) {
+			deliver(&ev[i], 0);
+			kaio_buf_unref(ev[i].buf);
+		}
+	}
+	return NULL;
+}
+
+/* Contract: kaio_ctx_wake makes every kaio_wait in progress return, from any
+ * thread, while other threads reap and submit. */
+static void test_wake_releases_all_waiters(void **state)
+{
+	enum { WAITERS = 3, N = 400 };
+	mt_ctx = kt_ctx(CAPACITY, 0);
+	assert_int_equal(posix_memalign((void **)&arena, 4096, (size_t)N * BLK), 0);
+	for (unsigned i = 0; i < N; i++) {
+		atomic_store(&delivered[i], 0);
+		atomic_store(&released[i], 0);
+		atomic_store(&cb_calls[i], 0);
+	}
+	atomic_store(&total_delivered, 0);
+	atomic_store(&n_errors, 0);
+	atomic_store(&wl_stop, 0);
+	pthread_t th[WAITERS];
+	for (int i = 0; i < WAITERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, wl_waiter, mt_ctx), 0);
+	int64_t deadline = now_ms() + 10000;
+	for (unsigned id = 0; id < N; id++) {
+		struct kaio_op op;
+		prepare_op(id, &op);
+		for (;;) {
+			int rc = kaio_submit(mt_ctx, &op, 1);
+			if (rc == 1)
+				break;
+			if (rc != -EAGAIN)
+				fail_msg("kaio_submit = %d (%s)", rc, kaio_last_error());
+			if (now_ms() > deadline)
+				fail_msg("capacity never freed up");
+			sched_yield();
+		}
+		kaio_buf_unref(op.buf);
+	}
+	while (atomic_load(&total_delivered) < N && now_ms() < deadline)
+		sleep_us(1000);
+	atomic_store(&wl_stop, 1);
+	/* One wake must release every waiter blocked with timeout -1; repeat a
+	 * few times only in case one was between its loop test and its wait. */
+	int64_t t0 = now_ms();
+	int joined = 0;
+	int is_joined[WAITERS] = { 0 };
+	for (int attempt = 0; attempt < 20 && joined < WAITERS; attempt++) {
+		EXPECT_RC(kaio_ctx_wake(mt_ctx), 0);
+		sleep_us(100000);
+		for (int i = 0; i < WAITERS; i++)
+			if (!is_joined[i] && pthread_tryjoin_np(th[i], NULL) == 0) {
+				is_joined[i] = 1;
+				joined++;
+			}
+	}
+	if (joined < WAITERS) {
+		/* Rescue so that the program can end: feed completions. */
+		kaio_buf *b = kt_buf(BLK);
+		for (int k = 0; k < 50 && joined < WAITERS; k++) {
+			if (kaio_read(mt_ctx, g_fd, 0, b, 0, BLK, NULL, 1u << 30) == 0) {
+			}
+			kaio_ctx_wake(mt_ctx);
+			sleep_us(100000);
+			for (int i = 0; i < WAITERS; i++)
+				if (!is_joined[i] && pthread_tryjoin_np(th[i], NULL) == 0) {
+					is_joined[i] = 1;
+					joined++;
+				}
+		}
+		kaio_buf_unref(b);
+		fail_msg("kaio_ctx_wake did not release %d of %d blocked waiters", WAITERS - joined, WAITERS);
+	}
+	if (now_ms() - t0 > 2000)
+		fail_msg("waiters took %lld ms to return after kaio_ctx_wake", (long long)(now_ms() - t0));
+	check_no_errors();
+	assert_int_equal(atomic_load(&total_delivered), N);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(atomic_load(&delivered[i]), 1);
+		assert_int_equal(atomic_load(&released[i]), 1);
+	}
+	assert_int_equal(kaio_ctx_inflight(mt_ctx), 0);
+	EXPECT_RC(kaio_ctx_destroy(mt_ctx), 0);
+	mt_ctx = NULL;
+	free(arena);
+	arena = NULL;
+}
+
+/* ---- reference counting ---------------------------------------------------- */
+
+struct refs {
+	void *mem;
+	atomic_int released;
+	atomic_int release_on_worker;
+	pthread_t main_thread;
+};
+
+static void refs_release(void *data, size_t len, void *opaque)
+{
+	struct refs *r = opaque;
+	atomic_fetch_add(&r->released, 1);
+	if (!pthread_equal(pthread_self(), r->main_thread))
+		atomic_store(&r->release_on_worker, 1);
+}
+
+struct ref_worker {
+	kaio_buf *b;
+	struct refs *r;
+	int drop_last; /* ends by dropping a reference given to it */
+	int early_release;
+};
+
+enum { REF_THREADS = 8, REF_ITERS = 100000 };
+
+static void *ref_worker_main(void *p)
+{
+	struct ref_worker *w = p;
+	for (int i = 0; i < REF_ITERS; i++) {
+		kaio_buf *a = kaio_buf_ref(w->b);
+		if (a != w->b)
+			w->early_release = 2;
+		if (i % 7 == 0) {
+			kaio_buf *c = kaio_buf_ref(a);
+			kaio_buf_unref(c);
+		}
+		if (atomic_load(&w->r->released) != 0)
+			w->early_release = 1;
+		kaio_buf_unref(a);
+	}
+	if (w->drop_last)
+		kaio_buf_unref(w->b);
+	return NULL;
+}
+
+/* Contract: counting is atomic: concurrent kaio_buf_ref/unref from many
+ * threads never release early, and the release runs exactly once, on the
+ * thread that dropped the last reference. */
+static void test_concurrent_ref_unref(void **state)
+{
+	for (int variant = 0; variant < 2; variant++) {
+		struct refs r;
+		memset(&r, 0, sizeof r);
+		r.main_thread = pthread_self();
+		assert_int_equal(posix_memalign(&r.mem, 4096, BLK), 0);
+		kaio_buf *b = NULL;
+		EXPECT_RC(kaio_buf_wrap(&b, r.mem, BLK, refs_release, &r), 0);
+		struct ref_worker w[REF_THREADS];
+		pthread_t th[REF_THREADS];
+		for (int i = 0; i < REF_THREADS; i++) {
+			memset(&w[i], 0, sizeof w[i]);
+			w[i].b = b;
+			w[i].r = &r;
+			w[i].drop_last = variant == 1;
+			if (variant == 1)
+				assert_ptr_equal(kaio_buf_ref(b), b); /* one per worker */
+		}
+		if (variant == 1)
+			kaio_buf_unref(b); /* the workers hold the only references */
+		for (int i = 0; i < REF_THREADS; i++)
+			assert_int_equal(pthread_create(&th[i], NULL, ref_worker_main, &w[i]), 0);
+		for (int i = 0; i < REF_THREADS; i++)
+			pthread_join(th[i], NULL);
+		for (int i = 0; i < REF_THREADS; i++) {
+			if (w[i].early_release == 2)
+				fail_msg("kaio_buf_ref did not return its argument");
+			if (w[i].early_release)
+				fail_msg("variant %d: the release ran while references were still held", variant);
+		}
+		if (variant == 0) {
+			assert_int_equal(atomic_load(&r.released), 0);
+			assert_int_equal(kaio_buf_len(b), BLK);
+			kaio_buf_unref(b);
+			assert_int_equal(atomic_load(&r.released), 1);
+			assert_int_equal(atomic_load(&r.release_on_worker), 0);
+		} else {
+			assert_int_equal(atomic_load(&r.released), 1);
+			assert_int_equal(atomic_load(&r.release_on_worker), 1);
+		}
+		free(r.mem);
+	}
+}
+
+int main(void)
+{
+	kt_require_aio();
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exactly_once_across_threads),
+		cmocka_unit_test(test_wake_releases_all_waiters),
+		cmocka_unit_test(test_concurrent_ref_unref),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
