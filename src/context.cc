@@ -15,6 +15,7 @@
 #include "buffer.h"
 #include "errors.h"
 #include "sysaio.h"
+#include "tsan.h"
 
 #ifndef IOCB_FLAG_IOPRIO
 #define IOCB_FLAG_IOPRIO (1 << 1)
@@ -213,6 +214,7 @@ void Context::drain_for_destroy()
 			break;
 		for (int i = 0; i < r; i++) {
 			Slot *s = static_cast<Slot *>(kev[i].data);
+			KAIO_TSAN_ACQUIRE(s);
 			s->res = static_cast<int64_t>(static_cast<long>(kev[i].res));
 			if (s->cb) {
 				deliver_callback(s);
@@ -543,6 +545,7 @@ int Context::fill_slot(Slot *s, const struct kaio_op &op)
 	io_set_eventfd(&s->iocb, evfd_);
 	s->iocb.data = s;
 	s->state = kInKernel;
+	KAIO_TSAN_RELEASE(s); // the reaping thread sees it via the kernel
 	return 0;
 }
 
@@ -786,6 +789,7 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		}
 		for (int i = 0; i < r; i++) {
 			Slot *s = static_cast<Slot *>(kev[i].data);
+			KAIO_TSAN_ACQUIRE(s);
 			// libaio declares res unsigned long: the kernel's value is signed.
 			s->res = static_cast<int64_t>(static_cast<long>(kev[i].res));
 			complete(s, events, max, &copied, delivered);
