@@ -1,6 +1,7 @@
 #include "errors.h"
 
 #include <cerrno>
+#include <climits>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -41,14 +42,13 @@ const char *errno_text(int err)
 {
 	if (err == 0)
 		return "Success";
-	if (err < 0)
-		err = -err;
-	if (err > 0) { // -INT_MIN overflows back to negative: falls through
-		const char *s = strerrordesc_np(err);
+	const long magnitude = err < 0 ? -static_cast<long>(err) : err; // INT_MIN too
+	if (magnitude <= INT_MAX) {
+		const char *s = strerrordesc_np(static_cast<int>(magnitude));
 		if (s)
 			return s;
 	}
-	snprintf(tl_errno_text, sizeof tl_errno_text, "Unknown error %d", err);
+	snprintf(tl_errno_text, sizeof tl_errno_text, "Unknown error %ld", magnitude);
 	return tl_errno_text;
 }
 

@@ -485,14 +485,14 @@ static void test_eventfd_readiness(void **state)
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
 }
 
-/* Contract: kaio_wait also drains the eventfd (readiness never persistent),
- * including for completions delivered through callbacks. */
 static atomic_int cb_count;
 static void count_cb(const struct kaio_event *ev)
 {
 	atomic_fetch_add(&cb_count, 1);
 }
 
+/* Contract: kaio_wait also drains the eventfd (readiness never persistent),
+ * including for completions delivered through callbacks. */
 static void test_eventfd_drained_by_wait(void **state)
 {
 	kaio_ctx *ctx = kt_ctx(4, 0);
