@@ -390,9 +390,8 @@ int rw_refusal(const struct kaio_op &op, uint64_t total, const FdInfo &info,
 {
 	const char *name = op_name(op.op);
 	const bool write = is_write(op.op);
-	if (info.kind != FdKind::kRegular && info.kind != FdKind::kBlock) {
-		if (info.kind_bits == 0 && !explain)
-			return EINVAL;
+	// Unknown kind (nothing could be learnt): the kernel decides.
+	if (info.kind_bits != 0 && info.kind != FdKind::kRegular && info.kind != FdKind::kBlock) {
 		return explain ? -fail(EINVAL,
 		                       "%s: fd %d is a %s; kernel AIO reads and writes need a regular "
 		                       "file or a block device", name, op.fd, fd_kind_name(info))
@@ -549,10 +548,16 @@ int Context::fill_slot(Slot *s, const struct kaio_op &op)
 	return 0;
 }
 
-int Context::kernel_refusal(const Slot *s, int err)
+int Context::kernel_refusal(const Slot *s, int err, bool nothing_to_reap)
 {
 	if (err == EINVAL || err == EBADF)
 		fdcache_.forget(s->fd);
+	if (err == EAGAIN && nothing_to_reap)
+		// -EAGAIN tells the caller to reap and retry; with nothing in
+		// flight that would wait forever: report what the kernel lacks.
+		return fail(ENOMEM, "the kernel has no resources for the %s on fd %d (io_submit "
+		                    "keeps answering EAGAIN) and nothing is in flight to wait for",
+		            op_name(s->op), s->fd);
 	if (err == EAGAIN)
 		return fail(EAGAIN, "the kernel had no room for the %s on fd %d now (io_submit: EAGAIN); "
 		                    "reap completions and try again", op_name(s->op), s->fd);
@@ -588,11 +593,14 @@ int Context::submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, uns
 		return 0;
 	// What the kernel did not take is handed back: references dropped,
 	// slots and capacity returned.
-	int rc = kernel_refusal(slots[done], err);
-	for (unsigned i = done; i < n; i++) {
+	for (unsigned i = done + 1; i < n; i++) {
 		drop_slot_refs(slots[i]);
 		free_slot(slots[i]);
 	}
+	drop_slot_refs(slots[done]);
+	const bool nothing_to_reap = inflight_.load(std::memory_order_relaxed) == 1;
+	int rc = kernel_refusal(slots[done], err, nothing_to_reap);
+	free_slot(slots[done]);
 	return rc;
 }
 

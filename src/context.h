@@ -94,7 +94,7 @@ private:
 	void drop_slot_refs(Slot *s);
 	void free_slot(Slot *s);
 	int submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, unsigned *accepted);
-	int kernel_refusal(const Slot *s, int err);
+	int kernel_refusal(const Slot *s, int err, bool nothing_to_reap);
 
 	unsigned reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err);
 	void complete(Slot *s, struct kaio_event *events, unsigned max,

@@ -63,18 +63,21 @@ uint32_t sysfs_logical_block_size(unsigned maj, unsigned min)
 	return 0;
 }
 
-void learn_alignment(int fd, const struct statx &st, FdInfo *out)
+// Alignment for an O_DIRECT fd: statx's STATX_DIOALIGN when the kernel
+// reports it, else the logical block size of the device (BLKSSZGET for a
+// block device, sysfs for the device holding a regular file), else none.
+void learn_alignment(int fd, const struct statx *st, unsigned maj, unsigned min, FdInfo *out)
 {
-	if (st.stx_mask & STATX_DIOALIGN) {
-		uint32_t mem = read_u32_at(st, kDioMemAlignOffset);
-		uint32_t off = read_u32_at(st, kDioOffsetAlignOffset);
+	if (st && (st->stx_mask & STATX_DIOALIGN)) {
+		uint32_t mem = read_u32_at(*st, kDioMemAlignOffset);
+		uint32_t off = read_u32_at(*st, kDioOffsetAlignOffset);
 		if (power_of_two(mem) && power_of_two(off)) {
 			out->mem_align = mem;
 			out->off_align = off;
 			return;
 		}
-		// Reported but zero: this file does not support direct I/O.  Fall
-		// through: the kernel will refuse it, we enforce nothing.
+		// Reported as 0: this file cannot do direct I/O at all.  Enforce
+		// nothing; the kernel will refuse it.
 		if (mem == 0 && off == 0)
 			return;
 	}
@@ -85,7 +88,7 @@ void learn_alignment(int fd, const struct statx &st, FdInfo *out)
 		    power_of_two(static_cast<uint32_t>(size)))
 			lbs = static_cast<uint32_t>(size);
 	} else if (out->kind == FdKind::kRegular) {
-		lbs = sysfs_logical_block_size(st.stx_dev_major, st.stx_dev_minor);
+		lbs = sysfs_logical_block_size(maj, min);
 	}
 	out->mem_align = lbs;
 	out->off_align = lbs;
@@ -111,11 +114,22 @@ int learn_fd(int fd, FdInfo *out)
 	unsigned want = STATX_TYPE | STATX_MODE;
 	if (out->direct)
 		want |= STATX_DIOALIGN;
-	if (statx(fd, "", AT_EMPTY_PATH, want, &st) != 0) {
-		// Without statx we know nothing more: the kernel decides.
-		return 0;
+	unsigned mode, maj, min;
+	const bool have_statx = statx(fd, "", AT_EMPTY_PATH, want, &st) == 0;
+	if (have_statx) {
+		mode = st.stx_mode;
+		maj = st.stx_dev_major;
+		min = st.stx_dev_minor;
+	} else {
+		// No statx (an old kernel, a seccomp filter): fstat knows enough.
+		struct stat sb;
+		if (fstat(fd, &sb) != 0)
+			return 0; // nothing more to learn: the kernel decides
+		mode = sb.st_mode;
+		maj = major(sb.st_dev);
+		min = minor(sb.st_dev);
 	}
-	out->kind_bits = st.stx_mode & S_IFMT;
+	out->kind_bits = mode & S_IFMT;
 	switch (out->kind_bits) {
 	case S_IFREG: out->kind = FdKind::kRegular; break;
 	case S_IFBLK: out->kind = FdKind::kBlock; break;
@@ -123,7 +137,7 @@ int learn_fd(int fd, FdInfo *out)
 	default: out->kind = FdKind::kOther; break;
 	}
 	if (out->direct)
-		learn_alignment(fd, st, out);
+		learn_alignment(fd, have_statx ? &st : nullptr, maj, min, out);
 	return 0;
 }
 

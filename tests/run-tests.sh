@@ -4,7 +4,8 @@
 # script) counts each "ok"/"not ok" line; any other counts once by its exit
 # status (0 pass, 77 skip, else fail).  Logs go to tests/logs/NAME.log.
 # Ends with the line "N passed, N failed, N skipped" and exits 1 on any
-# failure.  KAIO_TESTS="a b" runs only tests whose name contains a or b.
+# failure.  KAIO_TESTS="a b" runs only tests whose name contains a or b;
+# KAIO_TEST_WRAPPER="valgrind ..." runs each test program under a wrapper.
 top_builddir=${KAIO_TOP_BUILDDIR:-.}
 logdir=$top_builddir/tests/logs
 mkdir -p "$logdir"
@@ -30,10 +31,15 @@ for t in "$@"; do
 	*) runner= ;;
 	esac
 	start=$(date +%s)
+	# A hang is a failure: every test runs under a time limit.
+	limit="timeout -k 10 ${KAIO_TEST_TIMEOUT:-300}"
 	if [ -n "$runner" ]; then
-		$runner "$t" >"$log" 2>&1
+		$limit $runner "$t" >"$log" 2>&1
+	elif [ -n "${KAIO_TEST_WRAPPER:-}" ]; then
+		# e.g. valgrind: through libtool, so it sees the real binary
+		$limit "$top_builddir/libtool" --mode=execute $KAIO_TEST_WRAPPER "$t" >"$log" 2>&1
 	else
-		"$t" >"$log" 2>&1
+		$limit "$t" >"$log" 2>&1
 	fi
 	rc=$?
 	secs=$(( $(date +%s) - start ))
@@ -68,6 +74,7 @@ for t in "$@"; do
 	else
 		status=PASS
 	fi
+	[ $rc -eq 124 ] && echo "TIMEOUT: $name ran longer than ${KAIO_TEST_TIMEOUT:-300} s" >>"$log"
 	echo "$status: $name ($p passed, $f failed, $s skipped; ${secs}s; exit $rc)"
 	if [ $status = FAIL ]; then
 		echo "---- $log (last 40 lines) ----"
