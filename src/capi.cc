@@ -188,10 +188,15 @@ KAIO_API int kaio_ctx_fd(const kaio_ctx *ctx)
 
 KAIO_API int kaio_ctx_wake(kaio_ctx *ctx)
 {
-	// Async-signal-safe on a valid context: atomics and write(2) only.
-	int rc = 0;
-	Context *c = enter(ctx, "kaio_ctx_wake", &rc);
-	return c ? c->wake() : rc;
+	// Async-signal-safe: atomics and write(2); its refusals use fixed
+	// sentences (no formatting) since they too may come from a handler.
+	if (!ctx_live(ctx))
+		return kaio::fail_fixed(EINVAL, "kaio_ctx_wake: not a live kaio context (NULL, "
+		                                "destroyed, or not from kaio_ctx_create)");
+	if (in_forked_child(ctx))
+		return kaio::fail_fixed(ECHILD, "kaio_ctx_wake: this context belongs to the parent "
+		                                "process; after fork() the child must create its own");
+	return ctx->impl->wake();
 }
 
 KAIO_API int kaio_ctx_forget_fd(kaio_ctx *ctx, int fd)

@@ -673,51 +673,69 @@ void Context::fill_event(const Slot *s, struct kaio_event *ev) const
 	ev->reserved[1] = 0;
 }
 
+namespace {
+
+// A finished vector operation's references, moved out of its slot: the
+// slot goes back (its delivery has begun, so it stops counting against
+// capacity) before the references are dropped, since dropping one may run
+// a release function that submits.
+class VectorRefs {
+public:
+	explicit VectorRefs(Slot *s) : refs_(inline_), n_(s->nvec)
+	{
+		if (n_ > kInlineRefs) {
+			refs_ = s->vbufs;
+			iov_ = s->iov;
+			s->vbufs = nullptr;
+			s->iov = nullptr;
+			s->vec_cap = 0;
+		} else if (n_) {
+			memcpy(inline_, s->vbufs, n_ * sizeof(kaio_buf *));
+		}
+		s->nvec = 0;
+	}
+	~VectorRefs()
+	{
+		for (uint32_t i = 0; i < n_; i++)
+			buf_put(refs_[i]);
+		if (refs_ != inline_) {
+			free(refs_);
+			free(iov_);
+		}
+	}
+	VectorRefs(const VectorRefs &) = delete;
+	VectorRefs &operator=(const VectorRefs &) = delete;
+
+private:
+	kaio_buf *inline_[kInlineRefs];
+	kaio_buf **refs_;
+	struct iovec *iov_ = nullptr;
+	uint32_t n_;
+};
+
+} // namespace
+
 void Context::deliver_callback(Slot *s)
 {
 	struct kaio_event ev;
 	fill_event(s, &ev);
 	const kaio_cb cb = s->cb;
 	kaio_buf *const buf = s->buf;
-	// The slot goes back (and stops counting against capacity) before the
-	// callback runs, so the callback can submit a follow-up: move the
-	// vector's references out of it first.
-	kaio_buf *inline_refs[kInlineRefs];
-	kaio_buf **refs = inline_refs;
-	struct iovec *stolen_iov = nullptr;
-	const uint32_t nrefs = s->nvec;
-	if (nrefs > kInlineRefs) {
-		refs = s->vbufs;
-		stolen_iov = s->iov;
-		s->vbufs = nullptr;
-		s->iov = nullptr;
-		s->vec_cap = 0;
-	} else if (nrefs) {
-		memcpy(inline_refs, s->vbufs, nrefs * sizeof(kaio_buf *));
-	}
 	s->buf = nullptr;
-	s->nvec = 0;
-	free_slot(s);
+	VectorRefs vector_refs(s);
+	free_slot(s); // before the callback: it may submit a follow-up
 
 	cb(&ev);
 
 	if (buf)
-		buf_put(buf);
-	for (uint32_t i = 0; i < nrefs; i++)
-		buf_put(refs[i]);
-	if (refs != inline_refs) {
-		free(refs);
-		free(stolen_iov);
-	}
+		buf_put(buf); // the vector's go when vector_refs does
 }
 
 void Context::deliver_event(Slot *s, struct kaio_event *ev)
 {
 	fill_event(s, ev); // ev->buf carries the operation's reference
 	s->buf = nullptr;
-	for (uint32_t i = 0; i < s->nvec; i++)
-		buf_put(s->vbufs[i]);
-	s->nvec = 0;
+	VectorRefs vector_refs(s);
 	free_slot(s);
 }
 
@@ -733,12 +751,7 @@ void Context::queue_undelivered(Slot *s)
 	queue_tail_ = s;
 	queued_.fetch_add(1, std::memory_order_seq_cst);
 	lock_.unlock();
-	// A kaio_wait blocked in poll(2) with room must see these events.
-	if (blocked_.load(std::memory_order_seq_cst) > 0) {
-		uint64_t one = 1;
-		ssize_t w = write(evfd_, &one, sizeof one);
-		(void)w;
-	}
+	signal_blocked_waiters(); // a kaio_wait blocked with room must see it
 }
 
 void Context::complete(Slot *s, struct kaio_event *events, unsigned max, unsigned *copied,
@@ -805,7 +818,21 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		if (r < kReapBatch)
 			break;
 	}
+	// Our caller drained the eventfd first; if that ate the signal meant
+	// for a blocked kaio_wait with room, while events still wait in the
+	// queue, hand the signal on.
+	if (queued_.load(std::memory_order_seq_cst) > 0)
+		signal_blocked_waiters();
 	return copied;
+}
+
+void Context::signal_blocked_waiters()
+{
+	if (blocked_.load(std::memory_order_seq_cst) > 0) {
+		uint64_t one = 1;
+		ssize_t w = write(evfd_, &one, sizeof one);
+		(void)w;
+	}
 }
 
 void Context::drain_eventfd()
@@ -841,17 +868,24 @@ void Context::register_waiter(Waiter *w)
 {
 	std::lock_guard<std::mutex> g(wait_mu_);
 	w->start_gen = wake_gen_.load(std::memory_order_seq_cst);
-	if (!waiters_) {
-		uint64_t v;
-		ssize_t r = read(wakefd_, &v, sizeof v); // wakes before us are not ours
-		(void)r;
-		if (wake_gen_.load(std::memory_order_seq_cst) != w->start_gen) {
-			uint64_t one = 1;
-			r = write(wakefd_, &one, sizeof one);
-		}
-	}
+	if (!waiters_ && drained_gen_ != w->start_gen)
+		drain_wakefd(w->start_gen); // wakes before us are not ours
 	w->next = waiters_;
 	waiters_ = w;
+}
+
+// Under wait_mu_, with no registered waiter owed a wake of generation
+// <= gen: empties the wake eventfd, re-arming it if a wake raced in.
+void Context::drain_wakefd(uint64_t gen)
+{
+	uint64_t v;
+	ssize_t r = read(wakefd_, &v, sizeof v);
+	drained_gen_ = gen;
+	if (wake_gen_.load(std::memory_order_seq_cst) != gen) {
+		uint64_t one = 1;
+		r = write(wakefd_, &one, sizeof one);
+	}
+	(void)r;
 }
 
 void Context::unregister_waiter(Waiter *w)
@@ -865,7 +899,7 @@ void Context::unregister_waiter(Waiter *w)
 	}
 }
 
-void Context::settle_stale_wake(const Waiter *w, int remaining_ms)
+int Context::settle_stale_wake(int remaining_ms)
 {
 	bool owed = false;
 	{
@@ -874,23 +908,15 @@ void Context::settle_stale_wake(const Waiter *w, int remaining_ms)
 		for (const Waiter *x = waiters_; x; x = x->next)
 			if (x->start_gen != gen)
 				owed = true;
-		if (!owed) {
-			uint64_t v;
-			ssize_t r = read(wakefd_, &v, sizeof v);
-			if (wake_gen_.load(std::memory_order_seq_cst) != gen) {
-				uint64_t one = 1;
-				r = write(wakefd_, &one, sizeof one);
-			}
-			(void)r;
-		}
+		if (!owed)
+			drain_wakefd(gen);
 	}
-	(void)w;
-	if (owed) {
-		// Another waiter has a wake to see; it will return and leave the
-		// fd to be drained.  Meanwhile wait for completions only, briefly.
-		struct pollfd p = {evfd_, POLLIN, 0};
-		::poll(&p, 1, remaining_ms < 0 || remaining_ms > 1 ? 1 : remaining_ms);
-	}
+	if (!owed)
+		return 0;
+	// Another waiter has a wake to see; it will return and leave the fd
+	// to be drained.  Meanwhile wait for completions only, briefly.
+	struct pollfd p = {evfd_, POLLIN, 0};
+	return ::poll(&p, 1, remaining_ms < 0 || remaining_ms > 1 ? 1 : remaining_ms);
 }
 
 int Context::wake()
@@ -932,14 +958,21 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 				break;
 			remaining = int(left);
 		}
-		blocked_.fetch_add(1, std::memory_order_seq_cst);
-		// Events another thread queued while we were not yet counted in
-		// blocked_ would not wake us: look before sleeping.
-		const bool queued_for_us = copied < max && queued_.load(std::memory_order_seq_cst) > 0;
+		// Only a waiter with room for events counts as blocked: events
+		// another thread queued must wake it.  Counted before looking at
+		// the queue, so a queueing thread either sees it or is seen.
+		const bool room = copied < max;
+		if (room)
+			blocked_.fetch_add(1, std::memory_order_seq_cst);
+		const bool queued_for_us = room && queued_.load(std::memory_order_seq_cst) > 0;
 		struct pollfd pfd[2] = {{evfd_, POLLIN, 0}, {wakefd_, POLLIN, 0}};
 		int pr = queued_for_us ? 0 : ::poll(pfd, 2, remaining);
+		if (pr > 0 && (pfd[1].revents & POLLIN) &&
+		    wake_gen_.load(std::memory_order_seq_cst) == w.start_gen)
+			pr = settle_stale_wake(remaining); // a wake from before we started
 		const int perr = errno;
-		blocked_.fetch_sub(1, std::memory_order_seq_cst);
+		if (room)
+			blocked_.fetch_sub(1, std::memory_order_seq_cst);
 		if (pr < 0) {
 			// Any handled signal ends the wait, SA_RESTART or not; a wake
 			// (perhaps from that very handler) wins over EINTR.
@@ -949,11 +982,6 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 			else if (delivered == 0 && !woken)
 				err = EINTR;
 			break;
-		}
-		if (pr > 0 && (pfd[1].revents & POLLIN)) {
-			if (wake_gen_.load(std::memory_order_seq_cst) != w.start_gen)
-				break;
-			settle_stale_wake(&w, remaining);
 		}
 	}
 	unregister_waiter(&w);

@@ -107,7 +107,9 @@ private:
 
 	void register_waiter(Waiter *w);
 	void unregister_waiter(Waiter *w);
-	void settle_stale_wake(const Waiter *w, int remaining_ms);
+	int settle_stale_wake(int remaining_ms);
+	void drain_wakefd(uint64_t gen);
+	void signal_blocked_waiters();
 
 	kaio_ctx *handle_;
 	io_context_t kctx_ = nullptr;
@@ -130,7 +132,9 @@ private:
 
 	std::atomic<uint64_t> wake_gen_{0};
 	std::mutex wait_mu_;
-	Waiter *waiters_ = nullptr;
+	Waiter *waiters_ = nullptr;     // under wait_mu_
+	uint64_t drained_gen_ = 0;      // under wait_mu_: wake fd empty as of this
+	                                // generation
 
 	FdCache fdcache_;
 };

@@ -3,12 +3,18 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
 
 namespace kaio {
 
 extern std::atomic<unsigned> g_fork_generation;
 
-// Registers the atfork handler once per process (idempotent, thread-safe).
+// The lock of the handle pools.  The atfork handlers hold it across fork(),
+// so a child never inherits it locked by a thread that does not exist
+// there.
+extern std::mutex g_handle_pool_mutex;
+
+// Registers the atfork handlers once per process (idempotent, thread-safe).
 void ensure_fork_handler();
 
 inline unsigned fork_generation()

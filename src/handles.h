@@ -10,6 +10,8 @@
 #include <mutex>
 #include <new>
 
+#include "forkgen.h"
+
 namespace kaio {
 
 template <class T>
@@ -18,8 +20,9 @@ public:
 	// A fresh or recycled T (value-initialised), or nullptr.
 	T *acquire()
 	{
+		ensure_fork_handler();
 		{
-			std::lock_guard<std::mutex> g(mu_);
+			std::lock_guard<std::mutex> g(g_handle_pool_mutex);
 			if (free_.size() > kQuarantine) {
 				T *t = free_.front();
 				free_.pop_front();
@@ -41,7 +44,7 @@ public:
 	// t must already carry its dead tag.
 	void release(T *t)
 	{
-		std::lock_guard<std::mutex> g(mu_);
+		std::lock_guard<std::mutex> g(g_handle_pool_mutex);
 		try {
 			free_.push_back(t);
 		} catch (...) {
@@ -51,8 +54,7 @@ public:
 
 private:
 	static constexpr size_t kQuarantine = 64;
-	std::mutex mu_;
-	std::deque<T *> free_;
+	std::deque<T *> free_; // under g_handle_pool_mutex (see forkgen.h)
 };
 
 // Is p plausibly a pointer to a T-sized object we could read?  Only its

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <deque>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "sysaio.h"
@@ -24,12 +26,32 @@ struct Answer {
 std::deque<Answer> submit_script, getevents_script, setup_script;
 int submit_calls, getevents_calls;
 
+// What the library handed the kernel, recorded by the wrappers.
+struct SeenIocb {
+	int opcode;
+	unsigned rw_flags;
+	unsigned flags;
+	int reqprio;
+};
+std::deque<SeenIocb> seen_iocbs;
+bool getevents_ever_blocking; // min_nr > 0, or a timeout other than {0,0}
+unsigned last_setup_nr;
+
+// statx: pass through, fail, or hide STATX_DIOALIGN; count the calls.
+enum class StatxMode { kPass, kFail, kNoDioAlign };
+StatxMode statx_mode = StatxMode::kPass;
+int statx_calls;
+
 void reset_scripts()
 {
 	submit_script.clear();
 	getevents_script.clear();
 	setup_script.clear();
 	submit_calls = getevents_calls = 0;
+	seen_iocbs.clear();
+	getevents_ever_blocking = false;
+	statx_mode = StatxMode::kPass;
+	statx_calls = 0;
 }
 
 } // namespace
@@ -40,8 +62,23 @@ int __real_kaio_sys_io_submit(io_context_t ctx, long nr, struct iocb **iocbs);
 int __real_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct io_event *events,
                                  struct timespec *timeout);
 
+int __real_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *st);
+int __wrap_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *st)
+{
+	statx_calls++;
+	if (statx_mode == StatxMode::kFail) {
+		errno = ENOSYS;
+		return -1;
+	}
+	int rc = __real_statx(dirfd, path, flags, mask, st);
+	if (rc == 0 && statx_mode == StatxMode::kNoDioAlign)
+		st->stx_mask &= ~0x2000u; // STATX_DIOALIGN
+	return rc;
+}
+
 int __wrap_kaio_sys_io_setup(unsigned nr, io_context_t *ctx)
 {
+	last_setup_nr = nr;
 	if (!setup_script.empty()) {
 		Answer a = setup_script.front();
 		setup_script.pop_front();
@@ -53,6 +90,9 @@ int __wrap_kaio_sys_io_setup(unsigned nr, io_context_t *ctx)
 int __wrap_kaio_sys_io_submit(io_context_t ctx, long nr, struct iocb **iocbs)
 {
 	submit_calls++;
+	for (long i = 0; i < nr; i++)
+		seen_iocbs.push_back({iocbs[i]->aio_lio_opcode, iocbs[i]->aio_rw_flags,
+		                      iocbs[i]->u.c.flags, iocbs[i]->aio_reqprio});
 	if (!submit_script.empty()) {
 		Answer a = submit_script.front();
 		submit_script.pop_front();
@@ -68,6 +108,8 @@ int __wrap_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct 
                                  struct timespec *timeout)
 {
 	getevents_calls++;
+	if (min_nr > 0 || !timeout || timeout->tv_sec || timeout->tv_nsec)
+		getevents_ever_blocking = true;
 	if (!getevents_script.empty()) {
 		Answer a = getevents_script.front();
 		if (a.kind == Kind::kError) {
@@ -173,8 +215,10 @@ void test_partial_submit_is_continued(void **state)
 	expect_delivered_once(f, 0, 4);
 }
 
-// A kernel EAGAIN that persists hands the whole batch back: -EAGAIN, no
-// reference kept, no capacity used.
+// A kernel EAGAIN that persists hands the whole batch back, no reference
+// kept, no capacity used: -EAGAIN ("reap, then retry") while something is
+// in flight to reap, else -ENOMEM (retrying after a reap would wait
+// forever).
 void test_kernel_eagain_hands_back(void **state)
 {
 	auto *f = static_cast<Fixture *>(*state);
@@ -183,9 +227,20 @@ void test_kernel_eagain_hands_back(void **state)
 		ops[i] = read_op(f, i);
 	for (int i = 0; i < 10; i++)
 		submit_script.push_back({Kind::kError, -EAGAIN});
-	assert_int_equal(kaio_submit(f->ctx, ops, 3), -EAGAIN);
+	assert_int_equal(kaio_submit(f->ctx, ops, 3), -ENOMEM);
 	assert_non_null(strstr(kaio_last_error(), "EAGAIN"));
+	assert_non_null(strstr(kaio_last_error(), "nothing is in flight"));
 	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+
+	submit_script.clear();
+	assert_int_equal(kaio_submit(f->ctx, ops, 1), 1); // one in flight
+	for (int i = 0; i < 10; i++)
+		submit_script.push_back({Kind::kError, -EAGAIN});
+	assert_int_equal(kaio_submit(f->ctx, ops + 1, 2), -EAGAIN);
+	assert_non_null(strstr(kaio_last_error(), "reap"));
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 1);
+	submit_script.clear();
+	expect_delivered_once(f, 0, 1);
 	kaio_buf *extra = kaio_buf_ref(f->buf);
 	kaio_buf_unref(extra);
 	assert_int_equal(releases, 0);
@@ -294,6 +349,189 @@ void test_destroy_when_getevents_fails(void **state)
 	assert_int_equal(releases, 1);
 }
 
+
+// rw_flags go into aio_rw_flags (never aio_flags); aio_flags carries only
+// IOCB_FLAG_RESFD, plus IOCB_FLAG_IOPRIO with aio_reqprio when an I/O
+// priority is given.
+void test_flags_reach_the_iocb(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	const unsigned kResfd = 1u << 0, kIoprio = 1u << 1;
+	struct {
+		uint32_t op, rw_flags, ioprio;
+	} cases[] = {
+		{KAIO_OP_WRITE, KAIO_RWF_DSYNC, 0},  {KAIO_OP_WRITE, KAIO_RWF_SYNC, 0},
+		{KAIO_OP_READ, KAIO_RWF_NOWAIT, 0},  {KAIO_OP_WRITE, KAIO_RWF_APPEND, 0},
+		{KAIO_OP_READ, 0, (2u << 13) | 4u}, // best effort, level 4
+	};
+	for (auto &c : cases) {
+		struct kaio_op op = read_op(f, 0);
+		op.op = c.op;
+		op.rw_flags = c.rw_flags;
+		op.ioprio = c.ioprio;
+		seen_iocbs.clear();
+		assert_int_equal(kaio_submit(f->ctx, &op, 1), 1);
+		assert_int_equal(seen_iocbs.size(), 1);
+		const SeenIocb &k = seen_iocbs.front();
+		assert_int_equal(k.rw_flags, c.rw_flags);
+		assert_int_equal(k.flags, c.ioprio ? (kResfd | kIoprio) : kResfd);
+		assert_int_equal(k.reqprio, int(c.ioprio));
+		assert_int_equal(k.opcode, c.op == KAIO_OP_READ ? IO_CMD_PREAD : IO_CMD_PWRITE);
+		struct kaio_event ev;
+		kt_wait_n(f->ctx, &ev, 1);
+		kaio_buf_unref(ev.buf);
+	}
+	assert_int_equal(ftruncate(f->fd, 1 << 20), 0); // undo the append
+}
+
+// kaio_poll never blocks: it only ever asks the kernel with min_nr 0 and
+// a zero timeout.
+void test_poll_never_blocks(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	struct kaio_op ops[8];
+	for (unsigned i = 0; i < 8; i++)
+		ops[i] = read_op(f, i);
+	assert_int_equal(kaio_submit(f->ctx, ops, 8), 8);
+	struct kaio_event ev[8];
+	unsigned got = 0;
+	for (int spins = 0; got < 8 && spins < 1000000; spins++) {
+		int r = kaio_poll(f->ctx, ev + got, 8 - got);
+		assert_true(r >= 0);
+		got += unsigned(r);
+	}
+	assert_int_equal(got, 8);
+	assert_true(getevents_calls > 0);
+	assert_false(getevents_ever_blocking);
+	for (unsigned i = 0; i < 8; i++)
+		kaio_buf_unref(ev[i].buf);
+}
+
+// The capacity sizes the kernel queue: io_setup is asked for at least it.
+void test_capacity_sizes_the_kernel_queue(void **)
+{
+	for (unsigned cap : {1u, 100u, 4096u}) {
+		kaio_ctx *ctx = kt_ctx(cap, 0);
+		assert_true(last_setup_nr >= cap);
+		assert_int_equal(kaio_ctx_destroy(ctx), 0);
+	}
+}
+
+// A kernel EINVAL completion drops what the context had learnt about the
+// fd: the next submission learns it again (here: no longer O_DIRECT).
+void test_einval_completion_forgets_fd(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	for (bool rewrite : {false, true}) {
+		int fd = open(kt_path("seam"), O_RDWR | O_DIRECT);
+		assert_true(fd >= 0);
+		struct kaio_op op = read_op(f, 0);
+		op.fd = fd;
+		struct kaio_event ev;
+		assert_int_equal(kaio_submit(f->ctx, &op, 1), 1); // learnt: O_DIRECT
+		kt_wait_n(f->ctx, &ev, 1);
+		kaio_buf_unref(ev.buf);
+		int fl = fcntl(fd, F_GETFL);
+		assert_int_equal(fcntl(fd, F_SETFL, fl & ~O_DIRECT), 0);
+		assert_int_equal(kaio_submit(f->ctx, &op, 1), 1); // the cache still says O_DIRECT
+		if (rewrite)
+			getevents_script = {{Kind::kRewriteRes, -EINVAL}};
+		kt_wait_n(f->ctx, &ev, 1);
+		assert_int_equal(ev.res, rewrite ? -EINVAL : 4096);
+		kaio_buf_unref(ev.buf);
+		int rc = kaio_submit(f->ctx, &op, 1);
+		if (rewrite) {
+			assert_int_equal(rc, -EINVAL);
+			assert_non_null(strstr(kaio_last_error(), "O_DIRECT"));
+		} else {
+			assert_int_equal(rc, 1); // still cached: accepted
+			kt_wait_n(f->ctx, &ev, 1);
+			kaio_buf_unref(ev.buf);
+		}
+		assert_int_equal(kaio_ctx_forget_fd(f->ctx, fd), 0);
+		close(fd);
+	}
+}
+
+// What the library learns about an fd costs its syscalls once, not per
+// operation.
+void test_fd_checks_off_the_hot_path(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	int fd = open(kt_path("seam"), O_RDONLY | O_DIRECT);
+	assert_true(fd >= 0);
+	statx_calls = 0;
+	for (unsigned round = 0; round < 50; round++) {
+		struct kaio_op ops[4];
+		for (unsigned i = 0; i < 4; i++) {
+			ops[i] = read_op(f, i);
+			ops[i].fd = fd;
+		}
+		assert_int_equal(kaio_submit(f->ctx, ops, 4), 4);
+		struct kaio_event ev[4];
+		kt_wait_n(f->ctx, ev, 4);
+		for (auto &e : ev)
+			kaio_buf_unref(e.buf);
+	}
+	assert_int_equal(statx_calls, 1);
+	kaio_ctx_forget_fd(f->ctx, fd);
+	close(fd);
+}
+
+// Without STATX_DIOALIGN the alignment is the device's logical block size
+// (sysfs); without statx at all, fstat and sysfs still answer, and I/O
+// works.
+unsigned sysfs_lbs_of(const char *path)
+{
+	struct stat sb;
+	if (stat(path, &sb) != 0)
+		return 0;
+	for (const char *up : {"", "../"}) {
+		char p[128];
+		snprintf(p, sizeof p, "/sys/dev/block/%u:%u/%squeue/logical_block_size",
+		         major(sb.st_dev), minor(sb.st_dev), up);
+		FILE *fp = fopen(p, "r");
+		if (!fp)
+			continue;
+		unsigned v = 0;
+		if (fscanf(fp, "%u", &v) != 1)
+			v = 0;
+		fclose(fp);
+		if (v)
+			return v;
+	}
+	return 0;
+}
+
+void test_alignment_fallbacks(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	const unsigned lbs = sysfs_lbs_of(kt_path("seam"));
+	if (!lbs)
+		skip(); // the test directory is on no block device with sysfs
+	for (StatxMode mode : {StatxMode::kNoDioAlign, StatxMode::kFail}) {
+		statx_mode = mode;
+		uint32_t mem = 0, off = 0;
+		assert_int_equal(kaio_fd_alignment(f->fd, &mem, &off), 0);
+		assert_int_equal(mem, lbs);
+		assert_int_equal(off, lbs);
+		int fd = open(kt_path("seam"), O_RDONLY | O_DIRECT);
+		struct kaio_op op = read_op(f, 0);
+		op.fd = fd;
+		op.offset = lbs / 2; // misaligned for that block size
+		assert_int_equal(kaio_submit(f->ctx, &op, 1), -EINVAL);
+		assert_non_null(strstr(kaio_last_error(), "aligned"));
+		op.offset = lbs;
+		assert_int_equal(kaio_submit(f->ctx, &op, 1), 1);
+		struct kaio_event ev;
+		kt_wait_n(f->ctx, &ev, 1);
+		assert_int_equal(ev.res, 4096);
+		kaio_buf_unref(ev.buf);
+		kaio_ctx_forget_fd(f->ctx, fd);
+		close(fd);
+	}
+}
+
 } // namespace
 
 int main(void)
@@ -307,6 +545,12 @@ int main(void)
 		cmocka_unit_test(test_setup_failures),
 		cmocka_unit_test_setup_teardown(test_completion_results_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_when_getevents_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flags_reach_the_iocb, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_poll_never_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_capacity_sizes_the_kernel_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_einval_completion_forgets_fd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fd_checks_off_the_hot_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_alignment_fallbacks, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
