@@ -151,6 +151,7 @@ int setup(void **state)
 	f->ctx = kt_ctx(16, 0);
 	f->fd = kt_make_file("seam", 1 << 20, O_RDWR | O_DIRECT);
 	assert_int_equal(posix_memalign(&f->mem, 4096, 65536), 0);
+	memset(f->mem, 0x5a, 65536);
 	assert_int_equal(kaio_buf_wrap(&f->buf, f->mem, 65536, count_release, nullptr), 0);
 	*state = f;
 	return 0;
