@@ -613,7 +613,7 @@ int Context::submit(const struct kaio_op *ops, unsigned n)
 	if (!ops)
 		return fail(EINVAL, "kaio_submit: ops is NULL");
 
-	const char *error_before = last_error();
+	LastErrorGuard last_error_guard; // kept only if the call fails
 	Slot *slots[kSubmitChunk];
 	struct iocb *iocbs[kSubmitChunk];
 	unsigned accepted = 0;
@@ -651,11 +651,12 @@ int Context::submit(const struct kaio_op *ops, unsigned n)
 		if (rc < 0)
 			refusal = rc;
 	}
-	if (accepted == 0)
+	if (accepted == 0) {
+		if (refusal)
+			last_error_guard.keep_new();
 		return refusal;
-	if (refusal)
-		restore_last_error(error_before); // a success leaves the last error
-	return int(accepted);
+	}
+	return int(accepted); // a success leaves the last error as it was
 }
 
 // ---- delivery -----------------------------------------------------------------

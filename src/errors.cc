@@ -10,7 +10,10 @@ namespace kaio {
 namespace {
 
 constexpr size_t kMessageSize = 512;
-thread_local char tl_messages[2][kMessageSize];
+// Three buffers: the one kaio_last_error() shows, the one a LastErrorGuard
+// protects, and one to format into.
+thread_local char tl_messages[3][kMessageSize];
+thread_local const char *tl_protected = nullptr;
 thread_local const char *tl_last = "";
 thread_local char tl_errno_text[64];
 
@@ -18,7 +21,13 @@ thread_local char tl_errno_text[64];
 
 int fail(int err, const char *fmt, ...)
 {
-	char *buf = tl_last == tl_messages[0] ? tl_messages[1] : tl_messages[0];
+	char *buf = tl_messages[0];
+	for (char *candidate = tl_messages[0]; candidate != tl_messages[3]; candidate += kMessageSize) {
+		if (candidate != tl_last && candidate != tl_protected) {
+			buf = candidate;
+			break;
+		}
+	}
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(buf, kMessageSize, fmt, ap);
@@ -52,9 +61,16 @@ const char *errno_text(int err)
 	return tl_errno_text;
 }
 
-void restore_last_error(const char *previous)
+LastErrorGuard::LastErrorGuard() : saved_(tl_last), outer_protected_(tl_protected)
 {
-	tl_last = previous;
+	tl_protected = tl_last;
+}
+
+LastErrorGuard::~LastErrorGuard()
+{
+	tl_protected = outer_protected_;
+	if (!keep_)
+		tl_last = saved_;
 }
 
 } // namespace kaio

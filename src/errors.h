@@ -13,11 +13,23 @@ const char *last_error();
 // Text for an errno (either sign); never NULL.
 const char *errno_text(int err);
 
-// Puts back a last error read with last_error() before one more failure
-// was recorded: a call that succeeds overall (a partial kaio_submit) may
-// meet one refusal on the way, and only failures change the last error.
-// Formatted messages alternate between two buffers, so the one before the
-// latest failure is still intact.
-void restore_last_error(const char *previous);
+// Keeps the thread's last error as it was when constructed, unless
+// keep_new() is called: a call that succeeds overall (a partial
+// kaio_submit) may meet refusals on the way, and only failures change the
+// last error.  While a guard lives, new failures are formatted into
+// buffers other than the one it protects.
+class LastErrorGuard {
+public:
+	LastErrorGuard();
+	~LastErrorGuard();
+	void keep_new() { keep_ = true; }
+	LastErrorGuard(const LastErrorGuard &) = delete;
+	LastErrorGuard &operator=(const LastErrorGuard &) = delete;
+
+private:
+	const char *saved_;
+	const char *outer_protected_;
+	bool keep_ = false;
+};
 
 } // namespace kaio

@@ -20,16 +20,28 @@
 using namespace kaio;
 
 // fail() records a formatted sentence and returns -errno; fail_fixed() a
-// fixed one; restore_last_error() brings the previous one back.
-static void test_errors_record_and_restore(void **)
+// fixed one.  A LastErrorGuard brings back the sentence from before it,
+// however many failures happened meanwhile, unless told to keep the new.
+static void test_errors_record_and_guard(void **)
 {
 	assert_int_equal((kaio::fail)(EINVAL, "first %d", 1), -EINVAL);
 	assert_string_equal(last_error(), "first 1");
-	const char *before = last_error();
-	assert_int_equal((kaio::fail)(EBADF, "second %s", "x"), -EBADF);
-	assert_string_equal(last_error(), "second x");
-	restore_last_error(before);
+	{
+		LastErrorGuard guard;
+		for (int i = 0; i < 5; i++) {
+			assert_int_equal((kaio::fail)(EBADF, "failure %d", i), -EBADF);
+			assert_string_equal(last_error(), i == 0 ? "failure 0" : last_error());
+		}
+		assert_string_equal(last_error(), "failure 4");
+	}
 	assert_string_equal(last_error(), "first 1");
+	{
+		LastErrorGuard guard;
+		(kaio::fail)(EBADF, "second %s", "x");
+		(kaio::fail)(EBADF, "third %s", "y");
+		guard.keep_new();
+	}
+	assert_string_equal(last_error(), "third y");
 	assert_int_equal(fail_fixed(EAGAIN, "fixed"), -EAGAIN);
 	assert_string_equal(last_error(), "fixed");
 }
@@ -209,7 +221,7 @@ int main(void)
 {
 	kt_require_aio();
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_errors_record_and_restore),
+		cmocka_unit_test(test_errors_record_and_guard),
 		cmocka_unit_test(test_errno_text),
 		cmocka_unit_test(test_learn_fd_kinds),
 		cmocka_unit_test(test_learn_fd_alignment),

@@ -533,6 +533,26 @@ void test_alignment_fallbacks(void **state)
 	}
 }
 
+
+// Two refusals in one partly accepted kaio_submit (a bad operation, then
+// the kernel refusing an earlier one): the call succeeds, so the last
+// error is the one from before it (found by the fuzzer).
+void test_partial_submit_with_two_refusals_keeps_last_error(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	struct kaio_op ops[4];
+	for (unsigned i = 0; i < 4; i++)
+		ops[i] = read_op(f, i);
+	ops[3].fd = -1; // refused by validation
+	assert_int_equal(kaio_ctx_create(nullptr, 1, 0), -EINVAL);
+	char before[256];
+	snprintf(before, sizeof before, "%s", kaio_last_error());
+	submit_script = {{Kind::kLimit, 1}, {Kind::kError, -EINVAL}}; // kernel refuses ops[1]
+	assert_int_equal(kaio_submit(f->ctx, ops, 4), 1);
+	assert_string_equal(kaio_last_error(), before);
+	expect_delivered_once(f, 0, 1);
+}
+
 } // namespace
 
 int main(void)
@@ -552,6 +572,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_einval_completion_forgets_fd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fd_checks_off_the_hot_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alignment_fallbacks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_partial_submit_with_two_refusals_keeps_last_error,
+		                                setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
