@@ -10,7 +10,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-packages="build-essential g++ pkgconf autoconf automake libtool libaio-dev libcmocka-dev"
+packages="build-essential g++ pkgconf autoconf automake libtool libaio-dev libcmocka-dev
+	valgrind clang libclang-rt-14-dev devscripts"
 missing=
 for p in $packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

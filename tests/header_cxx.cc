@@ -34,20 +34,39 @@ static_assert(std::is_same<decltype(kaio_event::res), int64_t>::value, "res is i
 static_assert(std::is_same<decltype(kaio_event::user_data), uint64_t>::value, "user_data is uint64_t");
 static_assert(std::is_same<decltype(kaio_op::fd), int32_t>::value, "fd is int32_t");
 
-// Signatures as documented.
-static_assert(std::is_same<decltype(&kaio_read),
-			   int (*)(kaio_ctx *, int, uint64_t, kaio_buf *, size_t, size_t, kaio_cb, uint64_t)>::value,
-	      "kaio_read signature");
-static_assert(std::is_same<decltype(&kaio_submit), int (*)(kaio_ctx *, const kaio_op *, unsigned)>::value,
-	      "kaio_submit signature");
-static_assert(std::is_same<decltype(&kaio_wait),
-			   int (*)(kaio_ctx *, kaio_event *, unsigned, unsigned, int)>::value,
-	      "kaio_wait signature");
-static_assert(std::is_same<decltype(&kaio_ctx_capacity), unsigned (*)(const kaio_ctx *)>::value,
-	      "kaio_ctx_capacity signature");
-static_assert(std::is_same<decltype(&kaio_fd_alignment), int (*)(int, uint32_t *, uint32_t *)>::value,
-	      "kaio_fd_alignment signature");
+// Signatures exactly as documented, all 25 functions: std::is_same is exact,
+// so no enum type (or any other type) can sneak into a parameter or return
+// type without failing here (C would convert silently).
+#define KT_SIGNATURE(fn, type) \
+	static_assert(std::is_same<decltype(&fn), type>::value, #fn " has the documented signature")
+KT_SIGNATURE(kaio_strerror, const char *(*)(int));
+KT_SIGNATURE(kaio_last_error, const char *(*)());
+KT_SIGNATURE(kaio_version, const char *(*)());
+KT_SIGNATURE(kaio_ctx_create, int (*)(kaio_ctx **, unsigned, unsigned));
+KT_SIGNATURE(kaio_ctx_destroy, int (*)(kaio_ctx *));
+KT_SIGNATURE(kaio_ctx_fd, int (*)(const kaio_ctx *));
+KT_SIGNATURE(kaio_ctx_wake, int (*)(kaio_ctx *));
+KT_SIGNATURE(kaio_ctx_forget_fd, int (*)(kaio_ctx *, int));
+KT_SIGNATURE(kaio_ctx_capacity, unsigned (*)(const kaio_ctx *));
+KT_SIGNATURE(kaio_ctx_inflight, unsigned (*)(const kaio_ctx *));
+KT_SIGNATURE(kaio_buf_alloc, int (*)(kaio_buf **, size_t, unsigned));
+KT_SIGNATURE(kaio_buf_wrap, int (*)(kaio_buf **, void *, size_t, kaio_release_fn, void *));
+KT_SIGNATURE(kaio_buf_ref, kaio_buf *(*)(kaio_buf *));
+KT_SIGNATURE(kaio_buf_unref, void (*)(kaio_buf *));
+KT_SIGNATURE(kaio_buf_data, void *(*)(const kaio_buf *));
+KT_SIGNATURE(kaio_buf_len, size_t (*)(const kaio_buf *));
+KT_SIGNATURE(kaio_read, int (*)(kaio_ctx *, int, uint64_t, kaio_buf *, size_t, size_t, kaio_cb, uint64_t));
+KT_SIGNATURE(kaio_write, int (*)(kaio_ctx *, int, uint64_t, kaio_buf *, size_t, size_t, kaio_cb, uint64_t));
+KT_SIGNATURE(kaio_readv, int (*)(kaio_ctx *, int, uint64_t, const kaio_vec *, unsigned, kaio_cb, uint64_t));
+KT_SIGNATURE(kaio_writev, int (*)(kaio_ctx *, int, uint64_t, const kaio_vec *, unsigned, kaio_cb, uint64_t));
+KT_SIGNATURE(kaio_sync, int (*)(kaio_ctx *, int, unsigned, kaio_cb, uint64_t));
+KT_SIGNATURE(kaio_submit, int (*)(kaio_ctx *, const kaio_op *, unsigned));
+KT_SIGNATURE(kaio_poll, int (*)(kaio_ctx *, kaio_event *, unsigned));
+KT_SIGNATURE(kaio_wait, int (*)(kaio_ctx *, kaio_event *, unsigned, unsigned, int));
+KT_SIGNATURE(kaio_fd_alignment, int (*)(int, uint32_t *, uint32_t *));
+#undef KT_SIGNATURE
 static_assert(std::is_same<kaio_release_fn, void (*)(void *, size_t, void *)>::value, "kaio_release_fn");
+static_assert(std::is_same<kaio_cb, void (*)(const kaio_event *)>::value, "kaio_cb");
 
 // Constants usable in constant expressions.
 static_assert(KAIO_OP_FDATASYNC == 6 && KAIO_SYNC_FULL == 2, "enum values");

@@ -4,7 +4,8 @@
 # script) counts each "ok"/"not ok" line; any other counts once by its exit
 # status (0 pass, 77 skip, else fail).  Logs go to tests/logs/NAME.log.
 # Ends with the line "N passed, N failed, N skipped" and exits 1 on any
-# failure.  KAIO_TESTS="a b" runs only tests whose name contains a or b;
+# failure.  KAIO_TESTS="a b" runs only tests whose name contains a or b,
+# KAIO_TESTS_SKIP="c" leaves out those whose name contains c;
 # KAIO_TEST_WRAPPER="valgrind ..." runs each test program under a wrapper.
 top_builddir=${KAIO_TOP_BUILDDIR:-.}
 logdir=$top_builddir/tests/logs
@@ -18,6 +19,11 @@ passed=0 failed=0 skipped=0
 failures=
 for t in "$@"; do
 	name=$(basename "$t")
+	skip_this=no
+	for unwanted in ${KAIO_TESTS_SKIP:-}; do
+		case $name in *"$unwanted"*) skip_this=yes ;; esac
+	done
+	[ $skip_this = yes ] && continue
 	if [ -n "${KAIO_TESTS:-}" ]; then
 		keep=no
 		for want in $KAIO_TESTS; do

@@ -8,6 +8,7 @@
  * release counters must be unchanged. */
 #include "common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -210,7 +211,43 @@ static unsigned inflight_of(kaio_ctx *c)
 	return c ? kaio_ctx_inflight(c) : 0;
 }
 
-/* Run each row on a fresh thread; collect every deviation, then fail once. */
+/* Whether the decimal number n appears in s as a whole number. */
+static int has_number(const char *s, long long n)
+{
+	char pat[32];
+	snprintf(pat, sizeof pat, "%lld", n);
+	size_t l = strlen(pat);
+	for (const char *p = strstr(s, pat); p; p = strstr(p + 1, pat)) {
+		int digit_before = p > s && p[-1] >= '0' && p[-1] <= '9';
+		int digit_after = p[l] >= '0' && p[l] <= '9';
+		if (!digit_before && !digit_after)
+			return 1;
+	}
+	return 0;
+}
+
+/* The fd number that a row expecting -EBADF passes (by the row's name), so
+ * that its message can be checked for it; *known = 0 for an unknown row. */
+static int row_fd(const char *name, int *known)
+{
+	*known = 1;
+	if (strstr(name, "fd_int_min"))
+		return INT_MIN;
+	if (strstr(name, "fd_neg"))
+		return -1;
+	if (strstr(name, "closed"))
+		return F.closed;
+	if (strstr(name, "wronly"))
+		return F.wronly;
+	if (strstr(name, "rdonly"))
+		return F.rdonly;
+	*known = 0;
+	return 0;
+}
+
+/* Run each row on a fresh thread; collect every deviation, then fail once.
+ * Besides the return value: the message is set, one line (API.md: "a
+ * one-line, specific explanation"), and a -EBADF refusal names the fd. */
 static void run_rows(const struct row *rows, size_t n)
 {
 	size_t cap = 16384, len = 0;
@@ -228,6 +265,9 @@ static void run_rows(const struct row *rows, size_t n)
 		assert_int_equal(pthread_join(t, NULL), 0);
 
 		char why[768] = "";
+		int fd_known = 0;
+		const int bad_fd = row_fd(rows[i].name, &fd_known);
+		const int ebadf_row = r.rc == -EBADF && (rows[i].e1 == EBADF || rows[i].e2 == EBADF);
 		int ok_rc = (rows[i].e1 == 0 && r.rc < 0) || r.rc == -rows[i].e1 ||
 			    (rows[i].e2 && r.rc == -rows[i].e2);
 		if (!ok_rc)
@@ -238,6 +278,12 @@ static void run_rows(const struct row *rows, size_t n)
 				 r.before_null ? " (NULL)" : "");
 		else if (r.msg_null || !r.msg[0])
 			snprintf(why, sizeof why, "refused (%d) with an empty kaio_last_error()", r.rc);
+		else if (strchr(r.msg, '\n') != NULL)
+			snprintf(why, sizeof why, "kaio_last_error() is not one line");
+		else if (ebadf_row && !fd_known)
+			snprintf(why, sizeof why, "an -EBADF row whose fd the test does not know (add it to row_fd)");
+		else if (ebadf_row && !has_number(r.msg, bad_fd))
+			snprintf(why, sizeof why, "the -EBADF message does not name fd %d", bad_fd);
 		else if (inflight_of(F.ctx) != in0 || inflight_of(F.bctx) != bin0 ||
 			 inflight_of(F.extra) != ein0)
 			snprintf(why, sizeof why, "changed inflight (%u/%u/%u -> %u/%u/%u)", in0, bin0, ein0,
@@ -868,6 +914,102 @@ static void test_no_reference_leaked(void **state)
 			 atomic_load(&F.rel.count));
 }
 
+/* ---- refusals leak no descriptor ---------------------------------------------------- */
+
+/* Entries of /proc/self/fd: the open file descriptors. */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* "A failed call changes nothing ... nothing leaked": every refusal of every
+ * table above (bad arguments, a context at capacity, a destroyed context,
+ * foreign pointers, a dead buffer), 200 times over, leaves the number of
+ * open file descriptors as it was. */
+static void test_refusals_leak_no_fd(void **state)
+{
+	static const struct row rows[] = {
+		CTX_ROWS(ENT_ROW) BUF_ROWS(ENT_ROW) RW_ROWS(ENT_ROW) VEC_ROWS(ENT_ROW) SYNC_ROWS(ENT_ROW)
+		SUBMIT_ROWS(ENT_ROW) REAP_ROWS(ENT_ROW) CAP_ROWS(ENT_ROW) DEAD_CTX_ROWS(ENT_ROW)
+		FOREIGN_ROWS(ENT_ROW) DEAD_BUF_ROWS(ENT_ROW)
+	};
+	/* A context at capacity (the CAP rows). */
+	kaio_ctx *full = kt_ctx(1, 0);
+	assert_int_equal(kaio_read(full, F.fd, 0, F.buf, 0, 4096, NULL, 1), 0);
+	F.extra = full;
+	/* A destroyed context. */
+	kaio_ctx *dead = kt_ctx(2, 0);
+	assert_int_equal(kaio_ctx_destroy(dead), 0);
+	F.dead_ctx = dead;
+	/* Foreign pointers. */
+	memset(foreign_mem, 0xA5, sizeof foreign_mem);
+	F.foreign_ctx = (kaio_ctx *)(void *)(foreign_mem + 8192);
+	F.foreign_buf = (kaio_buf *)(void *)(foreign_mem + 8192);
+	F.vec_foreign[0] = (struct kaio_vec){ F.wbuf, 0, 4096 };
+	F.vec_foreign[1] = (struct kaio_vec){ F.foreign_buf, 0, 4096 };
+	F.op_foreign_buf = mkop(KAIO_OP_READ, F.fd, 0, F.foreign_buf, 0, 4096);
+	/* A dead buffer. */
+	kaio_buf *db = NULL;
+	assert_int_equal(kaio_buf_wrap(&db, F.wmem2, 4096, rel_fn, &F.rel2), 0);
+	kaio_buf_unref(db);
+	F.dead_buf = db;
+	F.vec_dead[0] = (struct kaio_vec){ F.wbuf, 0, 4096 };
+	F.vec_dead[1] = (struct kaio_vec){ db, 0, 4096 };
+	F.op_dead_buf = mkop(KAIO_OP_READ, F.fd, 0, db, 0, 4096);
+	/* A closed number far above the others: should a refusal leak a
+	 * descriptor, the leak shows in the count, not by reusing this one. */
+	F.closed = 900;
+	while (fcntl(F.closed, F_GETFD) != -1)
+		F.closed++;
+	F.op_fdclosed = F.op_ok;
+	F.op_fdclosed.fd = F.closed;
+
+	const int before = count_fds();
+	int bad = 0;
+	char first[600] = "";
+	for (int it = 0; it < 200; it++) {
+		for (size_t i = 0; i < SZ(rows); i++) {
+			int rc = rows[i].call();
+			int ok_rc = (rows[i].e1 == 0 && rc < 0) || rc == -rows[i].e1 || (rows[i].e2 && rc == -rows[i].e2);
+			if (!ok_rc && bad++ == 0)
+				snprintf(first, sizeof first, "%s: %s = %d (%s)", rows[i].name, rows[i].expr, rc,
+					 kaio_last_error());
+			if (F.tmp_ctx) {
+				kaio_ctx_destroy(F.tmp_ctx);
+				F.tmp_ctx = NULL;
+			}
+			if (F.tmp_buf) {
+				kaio_buf_unref(F.tmp_buf);
+				F.tmp_buf = NULL;
+			}
+		}
+	}
+	const int after = count_fds();
+
+	F.extra = NULL;
+	F.dead_ctx = NULL;
+	F.foreign_ctx = NULL;
+	F.foreign_buf = NULL;
+	F.dead_buf = NULL;
+	kt_drain(full);
+	assert_int_equal(kaio_ctx_destroy(full), 0);
+	kt_drain(F.ctx);
+	kt_drain(F.bctx);
+	if (after != before)
+		fail_msg("%d open fds before %zu refusals, %d after: a refusal leaked a descriptor", before,
+			 200 * SZ(rows), after);
+	if (bad)
+		fail_msg("%d of %zu calls were not refused as expected; first: %s", bad, 200 * SZ(rows), first);
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -889,6 +1031,7 @@ int main(void)
 		cmocka_unit_test(test_last_error_success_keeps),
 		cmocka_unit_test(test_last_error_per_thread),
 		cmocka_unit_test(test_closed_after_learning),
+		cmocka_unit_test(test_refusals_leak_no_fd),
 		cmocka_unit_test(test_no_reference_leaked),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

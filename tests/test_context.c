@@ -7,6 +7,8 @@
 #endif
 #include "common.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -727,6 +730,149 @@ static void test_signal_interrupts_wait(void **state)
 		fail_msg("kaio_wait interrupted by a signal with nothing delivered = %d, expected -EINTR", rc);
 }
 
+/* ---- wake and signals with a nonzero count ------------------------------------ */
+
+struct count_waiter {
+	kaio_ctx *ctx;
+	atomic_int done;
+	int rc;
+	struct kaio_event ev[4];
+};
+
+static void *count_waiter_main(void *p)
+{
+	struct count_waiter *w = p;
+	w->rc = kaio_wait(w->ctx, w->ev, 3, 4, -1);
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
+/* Contract: kaio_ctx_wake makes a kaio_wait in progress return with its
+ * count: a wait (min 3, timeout -1) that already copied one event and is
+ * blocked for more returns 1 when woken, and that event is in events[0]. */
+static void test_wake_returns_count(void **state)
+{
+	kaio_ctx *ctx = kt_ctx(8, 0);
+	kaio_buf *b = kt_buf(4 * BLK);
+	EXPECT_RC(kaio_read(ctx, g_fd, 9 * BLK, b, 0, BLK, NULL, 42), 0);
+	struct count_waiter w;
+	memset(&w, 0, sizeof w);
+	w.ctx = ctx;
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, count_waiter_main, &w), 0);
+	/* Only the waiter reaps: once nothing is in flight, it has taken the
+	 * event (delivery began) and, short of min 3, blocks for more. */
+	int64_t deadline = now_ms() + 5000;
+	while (kaio_ctx_inflight(ctx) != 0 && now_ms() < deadline)
+		sleep_ms(1);
+	int reaped = kaio_ctx_inflight(ctx) == 0;
+	sleep_ms(150);
+	int early = atomic_load(&w.done);
+	int wake_rc = kaio_ctx_wake(ctx);
+	deadline = now_ms() + 3000;
+	while (!atomic_load(&w.done) && now_ms() < deadline)
+		sleep_ms(2);
+	int woken = atomic_load(&w.done);
+	/* Rescue so that the test never hangs: two more completions reach min. */
+	for (unsigned i = 0; !atomic_load(&w.done) && i < 2; i++)
+		EXPECT_RC(kaio_read(ctx, g_fd, (10 + i) * BLK, b, (1 + i) * BLK, BLK, NULL, 50 + i), 0);
+	pthread_join(th, NULL);
+	if (w.rc > 0)
+		drop_events(w.ev, w.rc);
+	kt_drain(ctx);
+	kaio_buf_unref(b);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+
+	if (!reaped)
+		fail_msg("the blocked kaio_wait did not take the finished read within 5 s");
+	if (early)
+		fail_msg("kaio_wait(min 3, timeout -1) returned (%d) after one completion, before any wake", w.rc);
+	assert_int_equal(wake_rc, 0);
+	if (!woken)
+		fail_msg("kaio_ctx_wake did not make a kaio_wait that had copied one event return within 3 s");
+	if (w.rc != 1)
+		fail_msg("kaio_wait woken after copying one event = %d (%s), expected its count 1", w.rc,
+			 kaio_last_error());
+	assert_int_equal(w.ev[0].user_data, 42);
+	assert_int_equal(w.ev[0].res, BLK);
+}
+
+/* Contract: a handled signal (even with SA_RESTART) makes kaio_wait return;
+ * when something was already delivered it returns its count, not -EINTR:
+ * min 2 with one finished event, SIGALRM at 300 ms -> 1. */
+static void test_signal_after_event_returns_count(void **state)
+{
+	kaio_ctx *ctx = kt_ctx(4, 0);
+	kaio_buf *b = kt_buf(BLK);
+	EXPECT_RC(kaio_read(ctx, g_fd, 3 * BLK, b, 0, BLK, NULL, 7), 0);
+	sleep_ms(50); /* finished in the kernel */
+	sig_count = 0;
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm_plain;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	struct kaio_event ev[4];
+	memset(ev, 0, sizeof ev);
+	arm_alarm(300);
+	int64_t t0 = now_ms();
+	int rc = kaio_wait(ctx, ev, 2, 4, 5000);
+	int64_t took = now_ms() - t0;
+	disarm_alarm();
+	sigaction(SIGALRM, &old, NULL);
+	if (rc > 0)
+		drop_events(ev, rc);
+	kt_drain(ctx);
+	kaio_buf_unref(b);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	assert_int_equal(sig_count, 1);
+	if (took >= 4000)
+		fail_msg("a handled SIGALRM (SA_RESTART) did not make kaio_wait return (%lld ms)", (long long)took);
+	if (rc != 1)
+		fail_msg("kaio_wait(min 2) interrupted by a signal after copying one event = %d, expected its count 1 (not -EINTR)",
+			 rc);
+	assert_int_equal(ev[0].user_data, 7);
+	assert_int_equal(ev[0].res, BLK);
+}
+
+/* Contract: callbacks run count as delivered: kaio_wait(events NULL, min 2,
+ * max 0) that ran one callback and is then interrupted by a signal returns 0
+ * (its count of events), not -EINTR; the callback ran exactly once. */
+static void test_signal_after_callback_returns_zero(void **state)
+{
+	kaio_ctx *ctx = kt_ctx(4, 0);
+	kaio_buf *b = kt_buf(BLK);
+	atomic_store(&cb_count, 0);
+	EXPECT_RC(kaio_read(ctx, g_fd, 4 * BLK, b, 0, BLK, count_cb, 8), 0);
+	sleep_ms(50);
+	sig_count = 0;
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_alarm_plain;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	arm_alarm(300);
+	int64_t t0 = now_ms();
+	int rc = kaio_wait(ctx, NULL, 2, 0, 5000);
+	int64_t took = now_ms() - t0;
+	disarm_alarm();
+	sigaction(SIGALRM, &old, NULL);
+	int runs = atomic_load(&cb_count);
+	kt_drain(ctx);
+	kaio_buf_unref(b);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	assert_int_equal(sig_count, 1);
+	if (took >= 4000)
+		fail_msg("a handled SIGALRM (SA_RESTART) did not make kaio_wait return (%lld ms)", (long long)took);
+	if (rc != 0)
+		fail_msg("kaio_wait(NULL, min 2, max 0) interrupted by a signal after running one callback = %d, expected 0 (not -EINTR)",
+			 rc);
+	if (runs != 1)
+		fail_msg("%d callbacks ran, expected exactly 1", runs);
+}
+
 /* ---- the fd cache ---------------------------------------------------------- */
 
 static void read_one(kaio_ctx *ctx, int fd, kaio_buf *b, uint64_t off)
@@ -1016,6 +1162,287 @@ static void test_last_error_per_thread(void **state)
 	assert_string_equal(kaio_last_error(), saved);
 }
 
+/* ---- libkaio creates no threads ---------------------------------------------- */
+
+/* Entries of /proc/<pid>/task: the threads of a process. */
+static int count_tasks_of(const char *taskdir)
+{
+	DIR *d = opendir(taskdir);
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* The threads of this process. */
+static int count_tasks(void)
+{
+	return count_tasks_of("/proc/self/task");
+}
+
+/* The thread count once it equals `want` (a joined thread may linger in
+ * /proc for a moment), or whatever it is after a second. */
+static int count_tasks_settled(int want)
+{
+	int n = count_tasks();
+	for (int i = 0; i < 200 && n != want; i++) {
+		sleep_ms(5);
+		n = count_tasks();
+	}
+	return n;
+}
+
+static int nt_base;
+static atomic_int nt_cb_runs;
+static atomic_int nt_cb_bad; /* a callback saw a thread the test did not create */
+
+static void nt_cb(const struct kaio_event *ev)
+{
+	if (count_tasks() != nt_base)
+		atomic_fetch_add(&nt_cb_bad, 1);
+	atomic_fetch_add(&nt_cb_runs, 1);
+}
+
+struct nt_counter {
+	kaio_ctx *ctx;
+	int seen;
+};
+
+static void *nt_counter_main(void *p)
+{
+	struct nt_counter *c = p;
+	sleep_ms(200); /* the main thread is blocked in kaio_wait by now */
+	c->seen = count_tasks();
+	kaio_ctx_wake(c->ctx);
+	return NULL;
+}
+
+static const char *const nt_checks[] = {
+	"ok",
+	"/proc/self/task cannot be read",
+	"kaio_ctx_create failed in the child",
+	"kaio_ctx_create added a thread",
+	"a submission failed in the child",
+	"submissions (with and without callbacks) added a thread",
+	"kaio_wait failed or timed out in the child",
+	"reaping with kaio_wait added a thread",
+	"a callback saw a thread the test did not create",
+	"while kaio_wait was blocked, the process had a thread the test did not create",
+	"a thread remained after a blocked kaio_wait returned",
+	"kaio_ctx_destroy with callbacks in flight failed or ran the wrong number of callbacks",
+	"a thread remained after kaio_ctx_destroy",
+	"pthread_create failed in the child",
+	"the test process (the parent) has more threads than the test created: a thread left by earlier library use",
+};
+
+static int child_no_threads(void)
+{
+	nt_base = count_tasks();
+	if (nt_base < 1)
+		return 1;
+	/* The child has only the thread that forked (plus whatever the
+	 * runtime starts in a child, e.g. ThreadSanitizer's background
+	 * thread); the parent, blocked in waitpid, must have no more: a thread
+	 * the library started during earlier tests is not copied by fork(). */
+	char parent_tasks[64];
+	snprintf(parent_tasks, sizeof parent_tasks, "/proc/%d/task", (int)getppid());
+	int parent = count_tasks_of(parent_tasks);
+	for (int i = 0; i < 200 && parent > nt_base; i++) {
+		sleep_ms(5); /* a thread the test just joined may linger a moment */
+		parent = count_tasks_of(parent_tasks);
+	}
+	if (parent > nt_base)
+		return 14;
+	kaio_ctx *ctx = NULL;
+	if (kaio_ctx_create(&ctx, 16, 0) != 0)
+		return 2;
+	if (count_tasks() != nt_base)
+		return 3;
+	kaio_buf *b = NULL;
+	if (kaio_buf_alloc(&b, 8 * BLK, 0) != 0)
+		return 4;
+	for (unsigned i = 0; i < 8; i++)
+		if (kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, i % 2 ? nt_cb : NULL, i) != 0)
+			return 4;
+	if (count_tasks() != nt_base)
+		return 5;
+	struct kaio_event ev[8];
+	int events = 0;
+	int64_t deadline = now_ms() + 10000;
+	while (events < 4 || atomic_load(&nt_cb_runs) < 4) {
+		int rc = kaio_wait(ctx, ev + events, 1, 8 - (unsigned)events, 1000);
+		if (rc < 0 || now_ms() > deadline)
+			return 6;
+		events += rc;
+	}
+	for (int i = 0; i < events; i++)
+		kaio_buf_unref(ev[i].buf);
+	if (count_tasks() != nt_base)
+		return 7;
+	if (atomic_load(&nt_cb_bad))
+		return 8;
+
+	/* A kaio_wait that reaps one event, then blocks for a second until the
+	 * test's own counting thread wakes it. */
+	if (kaio_read(ctx, g_fd, 0, b, 0, BLK, NULL, 100) != 0)
+		return 4;
+	struct nt_counter c = { ctx, -1 };
+	pthread_t th;
+	if (pthread_create(&th, NULL, nt_counter_main, &c) != 0)
+		return 13;
+	int rc = kaio_wait(ctx, ev, 2, 4, 5000);
+	pthread_join(th, NULL);
+	if (rc < 0)
+		return 6;
+	for (int i = 0; i < rc; i++)
+		kaio_buf_unref(ev[i].buf);
+	if (c.seen != nt_base + 1)
+		return 9;
+	if (count_tasks_settled(nt_base) != nt_base)
+		return 10;
+
+	/* Destroy with callbacks in flight: they run inside destroy. */
+	for (unsigned i = 0; i < 4; i++)
+		if (kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, nt_cb, 200 + i) != 0)
+			return 4;
+	if (kaio_ctx_destroy(ctx) != 0 || atomic_load(&nt_cb_runs) != 8)
+		return 11;
+	if (atomic_load(&nt_cb_bad))
+		return 8;
+	kaio_buf_unref(b);
+	if (count_tasks() != nt_base)
+		return 12;
+	return 0;
+}
+
+/* Contract ("Conventions"): libkaio creates no threads.  In a forked child
+ * (no cmocka around it), /proc/self/task keeps the same number of entries
+ * across a whole workload: create, reads with and without callbacks,
+ * kaio_wait, destroy with callbacks in flight; also as seen from inside a
+ * callback, and from a second (the test's own) thread while kaio_wait
+ * blocks.  And the parent, after all the earlier tests' library use, has
+ * no more threads than the freshly forked child. */
+static void test_no_threads_created(void **state)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS, SIGALRM };
+		for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+			signal(sigs[i], SIG_DFL);
+		alarm(20);
+		_exit(child_no_threads());
+	}
+	int st = 0;
+	int64_t deadline = now_ms() + 30000;
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			break;
+		if (r < 0 && errno != EINTR)
+			fail_msg("waitpid: %s", strerror(errno));
+		if (now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			fail_msg("the child did not finish within 30 s");
+		}
+		sleep_ms(5);
+	}
+	if (WIFSIGNALED(st))
+		fail_msg("the child died of signal %d", WTERMSIG(st));
+	int code = WEXITSTATUS(st);
+	if (code != 0) {
+		if ((size_t)code < sizeof nt_checks / sizeof nt_checks[0])
+			fail_msg("in the child: %s", nt_checks[code]);
+		fail_msg("the child exited with %d", code);
+	}
+}
+
+/* ---- the capacity -EAGAIN message ---------------------------------------------- */
+
+/* Whether the decimal number n appears in s as a whole number. */
+static int has_number(const char *s, long long n)
+{
+	char pat[32];
+	snprintf(pat, sizeof pat, "%lld", n);
+	size_t l = strlen(pat);
+	for (const char *p = strstr(s, pat); p; p = strstr(p + 1, pat)) {
+		int digit_before = p > s && isdigit((unsigned char)p[-1]);
+		int digit_after = isdigit((unsigned char)p[l]);
+		if (!digit_before && !digit_after)
+			return 1;
+	}
+	return 0;
+}
+
+/* Contract: the routine capacity -EAGAIN sets a fixed string (no formatting
+ * on that path): from two contexts (capacity 1 and 3), two fds, through
+ * kaio_read, kaio_submit and kaio_sync, every message is the same text, and
+ * it names neither fd nor either capacity. */
+static void test_capacity_message_fixed(void **state)
+{
+	/* Distinctive fd numbers, so that a formatted message would show. */
+	int fds[2];
+	fds[0] = fcntl(g_fd, F_DUPFD_CLOEXEC, 517);
+	if (fds[0] < 0) /* a low RLIMIT_NOFILE */
+		fds[0] = fcntl(g_fd, F_DUPFD_CLOEXEC, 10);
+	int other = kt_make_file("capmsg.dat", 64 * 1024, O_RDWR | O_DIRECT);
+	fds[1] = fcntl(other, F_DUPFD_CLOEXEC, 733);
+	if (fds[1] < 0)
+		fds[1] = fcntl(other, F_DUPFD_CLOEXEC, 10);
+	close(other);
+	assert_true(fds[0] >= 10 && fds[1] >= 10);
+	const unsigned caps[2] = { 1, 3 };
+	char msgs[6][512];
+	const char *how[6];
+	int n = 0;
+	for (int k = 0; k < 2; k++) {
+		kaio_ctx *ctx = kt_ctx(caps[k], 0);
+		kaio_buf *b = kt_buf(caps[k] * BLK);
+		for (unsigned i = 0; i < caps[k]; i++)
+			EXPECT_RC(kaio_read(ctx, fds[k], i * BLK, b, i * BLK, BLK, NULL, i), 0);
+		assert_int_equal(kaio_ctx_inflight(ctx), caps[k]);
+
+		EXPECT_REFUSED(kaio_read(ctx, fds[k], 0, b, 0, BLK, NULL, 90), -EAGAIN);
+		how[n] = "kaio_read";
+		snprintf(msgs[n++], sizeof msgs[0], "%s", kaio_last_error());
+		struct kaio_op op = { .op = KAIO_OP_READ, .fd = fds[k], .len = BLK, .user_data = 91, .buf = b };
+		EXPECT_REFUSED(kaio_submit(ctx, &op, 1), -EAGAIN);
+		how[n] = "kaio_submit";
+		snprintf(msgs[n++], sizeof msgs[0], "%s", kaio_last_error());
+		EXPECT_REFUSED(kaio_sync(ctx, fds[k], KAIO_SYNC_FULL, NULL, 92), -EAGAIN);
+		how[n] = "kaio_sync";
+		snprintf(msgs[n++], sizeof msgs[0], "%s", kaio_last_error());
+
+		assert_int_equal(kaio_ctx_inflight(ctx), caps[k]);
+		kt_drain(ctx);
+		kaio_buf_unref(b);
+		EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	}
+	close(fds[0]);
+	close(fds[1]);
+	for (int i = 0; i < n; i++) {
+		int k = i / 3;
+		if (strcmp(msgs[i], msgs[0]) != 0)
+			fail_msg("capacity -EAGAIN messages differ: %s at capacity %u says \"%s\", kaio_read at capacity 1 said \"%s\"",
+				 how[i], caps[k], msgs[i], msgs[0]);
+		for (int j = 0; j < 2; j++) {
+			if (has_number(msgs[i], fds[j]))
+				fail_msg("the capacity -EAGAIN message names fd %d (formatted): \"%s\"", fds[j], msgs[i]);
+			if (has_number(msgs[i], caps[j]))
+				fail_msg("the capacity -EAGAIN message names the capacity %u (formatted): \"%s\"", caps[j],
+					 msgs[i]);
+		}
+	}
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -1035,6 +1462,9 @@ int main(void)
 		cmocka_unit_test(test_wake_not_remembered),
 		cmocka_unit_test(test_wake_from_signal_handler),
 		cmocka_unit_test(test_signal_interrupts_wait),
+		cmocka_unit_test(test_wake_returns_count),
+		cmocka_unit_test(test_signal_after_event_returns_count),
+		cmocka_unit_test(test_signal_after_callback_returns_zero),
 		cmocka_unit_test(test_forget_fd_relearns_flags),
 		cmocka_unit_test(test_forget_fd_number_reuse),
 		cmocka_unit_test(test_refusal_relearns),
@@ -1045,6 +1475,8 @@ int main(void)
 		cmocka_unit_test(test_version),
 		cmocka_unit_test(test_strerror),
 		cmocka_unit_test(test_last_error_per_thread),
+		cmocka_unit_test(test_no_threads_created),
+		cmocka_unit_test(test_capacity_message_fixed),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -8,8 +8,10 @@
 #endif
 #include "common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,6 +38,32 @@ static void sleep_ms(int ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
+}
+
+/* Whether fd becomes readable within timeout_ms. */
+static int fd_readable(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int rc;
+	do
+		rc = poll(&p, 1, timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	assert_true(rc >= 0);
+	return rc == 1 && (p.revents & POLLIN);
+}
+
+/* Entries of /proc/self/fd: the open file descriptors. */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
 }
 
 #define EXPECT_RC(expr, want) do { \
@@ -647,7 +675,10 @@ static void test_fork_child_gets_echild(void **state)
 	EXPECT_RC(kaio_read(ctx, g_fd, 6 * BLK, cbuf, 0, BLK, marker_cb, 78), 0);
 	kaio_buf_unref(cbuf);
 	kaio_buf *a = kt_buf(4 * BLK);
-	sleep_ms(50); /* both finished in the kernel, not yet reaped */
+	/* Both finished in the kernel, not yet reaped: the eventfd says so. */
+	if (!fd_readable(efd, 5000))
+		fail_msg("the eventfd did not become readable for two reads within 5 s");
+	sleep_ms(50);
 
 	struct reporting_child child = fork_reporting();
 	if (child.pid == 0) {
@@ -667,6 +698,11 @@ static void test_fork_child_gets_echild(void **state)
 	assert_int_equal(kaio_ctx_capacity(ctx), 8);
 	assert_int_equal(kaio_ctx_inflight(ctx), 2);
 	assert_int_equal(kaio_ctx_fd(ctx), efd);
+	/* The child never touched the parent's kernel context or its eventfd
+	 * (shared across fork): the completions that were ready before the
+	 * fork still signal it, before anything is reaped. */
+	if (!fd_readable(efd, 2000))
+		fail_msg("after the child's calls, the parent's eventfd no longer signals its pending completions (the child drained it)");
 	assert_int_equal(atomic_load(&wm.ran), 0);
 	assert_int_equal(atomic_load(&cb_marker.ran), 0);
 	struct kaio_event ev[2];
@@ -944,6 +980,124 @@ static void test_fork_child_own_context(void **state)
 	EXPECT_RC(kaio_ctx_destroy(parent), 0);
 }
 
+/* ---- destroy frees everything ------------------------------------------------------- */
+
+static void noop_cb(const struct kaio_event *ev)
+{
+}
+
+/* Contract: kaio_ctx_destroy "frees everything": right after it, the
+ * context's eventfd number is closed (checked before anything else is
+ * opened), and the process has as many open fds as before the context was
+ * created (the library's other descriptors are gone too) -- for an idle
+ * context, one with operations (with and without callbacks) in flight, and
+ * one with completions reaped into the queue but not copied out. */
+static void test_destroy_closes_descriptors(void **state)
+{
+	kaio_buf *b = kt_buf(8 * BLK);
+	for (int variant = 0; variant < 4; variant++) {
+		const unsigned flags = variant == 3 ? KAIO_CTX_ALLOW_BUFFERED | KAIO_CTX_SINGLE_THREAD : 0;
+		int before = count_fds();
+		kaio_ctx *ctx = kt_ctx(8, flags);
+		int efd = kaio_ctx_fd(ctx);
+		assert_true(efd >= 0);
+		if (variant >= 1) {
+			for (unsigned i = 0; i < 6; i++)
+				EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, i % 2 ? noop_cb : NULL, i), 0);
+		}
+		if (variant == 2) {
+			sleep_ms(50);
+			struct kaio_event ev;
+			int rc = kaio_poll(ctx, &ev, 1); /* the other finished events stay queued */
+			if (rc < 0)
+				fail_msg("kaio_poll = %d (%s)", rc, kaio_last_error());
+			if (rc == 1)
+				kaio_buf_unref(ev.buf);
+		}
+		EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+		errno = 0;
+		int r = fcntl(efd, F_GETFD);
+		int e = errno;
+		if (r != -1 || e != EBADF)
+			fail_msg("variant %d: the context's eventfd %d is still open after kaio_ctx_destroy (fcntl = %d, errno %d)",
+				 variant, efd, r, e);
+		int after = count_fds();
+		if (after != before)
+			fail_msg("variant %d: %d open fds before kaio_ctx_create, %d after kaio_ctx_destroy", variant, before,
+				 after);
+	}
+	kaio_buf_unref(b);
+}
+
+static long read_proc_long(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	long v = -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+/* Contract: kaio_ctx_destroy frees everything, including the kernel queue
+ * sized by capacity (io_setup), which counts against the system-wide
+ * /proc/sys/fs/aio-nr: 50 create/destroy rounds at capacity 16384 never run
+ * out (4 leaked queues would pass the usual aio-max-nr of 65536), and
+ * aio-nr goes back to its start value.  (aio-nr is system-wide: a change of
+ * less than one of our queues is another process's doing and is tolerated.) */
+static void test_destroy_returns_kernel_queue(void **state)
+{
+	enum { CAP = 16384, ROUNDS = 50 };
+	const long max = read_proc_long("/proc/sys/fs/aio-max-nr");
+	const long start = read_proc_long("/proc/sys/fs/aio-nr");
+	if (max < 0 || start < 0) {
+		print_message("# /proc/sys/fs/aio-nr or aio-max-nr cannot be read\n");
+		skip();
+	}
+	if (max - start < 2 * CAP) {
+		print_message("# aio-max-nr %ld leaves no room for two queues of %d (aio-nr %ld)\n", max, CAP, start);
+		skip();
+	}
+	kaio_buf *b = kt_buf(BLK);
+	int counted = 0; /* rounds where aio-nr showed our queue */
+	for (int r = 0; r < ROUNDS; r++) {
+		kaio_ctx *ctx = NULL;
+		int rc = kaio_ctx_create(&ctx, CAP, 0);
+		const long now = read_proc_long("/proc/sys/fs/aio-nr");
+		if (rc == -EAGAIN && now - start < CAP) {
+			/* Not ours: another process took the room meanwhile. */
+			kaio_buf_unref(b);
+			print_message("# round %d: the system-wide AIO limit was reached by another process (aio-nr %ld, was %ld)\n",
+				      r, now, start);
+			skip();
+		}
+		if (rc != 0)
+			fail_msg("round %d: kaio_ctx_create(%d) = %d (%s); aio-nr is %ld, was %ld before round 0: earlier kaio_ctx_destroy calls did not give their kernel queues back",
+				 r, CAP, rc, kaio_last_error(), now, start);
+		if (now - start >= CAP)
+			counted++;
+		if (r % 5 == 0) /* sometimes with an operation in flight */
+			EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, r % 10 ? NULL : noop_cb, (uint64_t)r), 0);
+		EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+	}
+	kaio_buf_unref(b);
+	long end = read_proc_long("/proc/sys/fs/aio-nr");
+	for (int i = 0; i < 100 && end != start; i++) { /* let another process settle */
+		sleep_ms(10);
+		end = read_proc_long("/proc/sys/fs/aio-nr");
+	}
+	if (end - start >= CAP)
+		fail_msg("aio-nr is %ld after %d create/destroy rounds at capacity %d, %ld before: kernel queues leaked",
+			 end, ROUNDS, CAP, start);
+	if (end != start)
+		print_message("# aio-nr %ld -> %ld: another process's change (less than one queue of %d)\n", start,
+			      end, CAP);
+	if (counted == 0)
+		print_message("# note: aio-nr never showed a queue of %d while one existed\n", CAP);
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -953,6 +1107,8 @@ int main(void)
 		cmocka_unit_test(test_destroy_reentry),
 		cmocka_unit_test(test_destroy_kernel_holds_no_pointer),
 		cmocka_unit_test(test_destroy_idle),
+		cmocka_unit_test(test_destroy_closes_descriptors),
+		cmocka_unit_test(test_destroy_returns_kernel_queue),
 		cmocka_unit_test(test_fork_child_gets_echild),
 		cmocka_unit_test(test_fork_with_io_in_flight),
 		cmocka_unit_test(test_fork_alloc_memory_absent),

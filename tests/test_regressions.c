@@ -88,12 +88,12 @@ static void test_queued_events_wake_blocked_waiter(void **state)
 /* ---- a signal ends a kaio_wait even while another waiter is owed a wake
  * (the wake eventfd stays readable until that waiter returns) ------------ */
 
-static volatile int in_slow_cb;
+static int in_slow_cb; /* atomic: __atomic_* */
 static void slow_cb(const struct kaio_event *ev)
 {
-	in_slow_cb = 1;
+	__atomic_store_n(&in_slow_cb, 1, __ATOMIC_SEQ_CST);
 	usleep(600000);
-	in_slow_cb = 2;
+	__atomic_store_n(&in_slow_cb, 2, __ATOMIC_SEQ_CST);
 }
 
 static void *owed_waiter(void *arg)
@@ -116,13 +116,13 @@ static void test_signal_ends_wait_while_wake_owed(void **state)
 	sigaction(SIGUSR1, &sa, &old);
 	kaio_ctx *ctx = kt_ctx(8, 0);
 	pthread_t a, b;
-	in_slow_cb = 0;
+	__atomic_store_n(&in_slow_cb, 0, __ATOMIC_SEQ_CST);
 	assert_int_equal(pthread_create(&a, NULL, owed_waiter, ctx), 0);
 	usleep(30000);
 	kaio_buf *buf = kt_buf(4096);
 	assert_int_equal(kaio_read(ctx, data_fd, 0, buf, 0, 4096, slow_cb, 0), 0);
 	kaio_buf_unref(buf);
-	while (!in_slow_cb)
+	while (!__atomic_load_n(&in_slow_cb, __ATOMIC_SEQ_CST))
 		usleep(1000);
 	assert_int_equal(kaio_ctx_wake(ctx), 0); /* owed to a, busy in its callback */
 	struct waiter w = {ctx, 3000, 0, 0, 0};
@@ -189,10 +189,10 @@ static void test_wake_refusals_are_fixed_sentences(void **state)
 /* ---- fork() while other threads allocate and free handles: the child can
  * still use the handle pools (no lock inherited held) ------------------- */
 
-static volatile int churning;
+static int churning; /* atomic: __atomic_* */
 static void *churn(void *arg)
 {
-	while (churning) {
+	while (__atomic_load_n(&churning, __ATOMIC_SEQ_CST)) {
 		kaio_buf *b = NULL;
 		char mem[64];
 		if (kaio_buf_wrap(&b, mem, sizeof mem, NULL, NULL) == 0)
@@ -204,7 +204,7 @@ static void *churn(void *arg)
 static void test_fork_while_handles_churn(void **state)
 {
 	pthread_t th[2];
-	churning = 1;
+	__atomic_store_n(&churning, 1, __ATOMIC_SEQ_CST);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, churn, NULL), 0);
 	int stuck = 0;
@@ -236,7 +236,7 @@ static void test_fork_while_handles_churn(void **state)
 		if (n != 1 || c != 'k')
 			stuck = 1;
 	}
-	churning = 0;
+	__atomic_store_n(&churning, 0, __ATOMIC_SEQ_CST);
 	for (int i = 0; i < 2; i++)
 		pthread_join(th[i], NULL);
 	if (stuck)

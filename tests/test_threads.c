@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,11 +303,59 @@ static void *reaper_main(void *p)
 	return NULL;
 }
 
+/* The meddler: while submitters and reapers run, every other function of the
+ * context, concurrently (forgetting an fd is always safe, even one in use). */
+static atomic_int meddle_stop;
+static atomic_long meddle_loops;
+static int meddle_fd0;            /* kaio_ctx_fd at the start */
+static unsigned meddle_cap;
+static uint32_t meddle_ma, meddle_oa; /* kaio_fd_alignment(g_fd) at the start */
+static int meddle_spare_fd;       /* open, never used for I/O */
+
+static void *meddler_main(void *p)
+{
+	unsigned k = 0;
+	while (!atomic_load(&meddle_stop)) {
+		const int forget = k % 3 == 0 ? g_fd : k % 3 == 1 ? meddle_spare_fd : 100000;
+		int rc = kaio_ctx_forget_fd(mt_ctx, forget);
+		if (rc != 0)
+			note_error("meddler: kaio_ctx_forget_fd(%d) = %d (%s)", forget, rc, kaio_last_error());
+		rc = kaio_ctx_fd(mt_ctx);
+		if (rc != meddle_fd0)
+			note_error("meddler: kaio_ctx_fd = %d, was %d", rc, meddle_fd0);
+		unsigned cap = kaio_ctx_capacity(mt_ctx);
+		if (cap != meddle_cap)
+			note_error("meddler: kaio_ctx_capacity = %u, expected %u", cap, meddle_cap);
+		unsigned in = kaio_ctx_inflight(mt_ctx);
+		if (in > meddle_cap)
+			note_error("meddler: kaio_ctx_inflight = %u above capacity %u", in, meddle_cap);
+		rc = kaio_ctx_wake(mt_ctx);
+		if (rc != 0)
+			note_error("meddler: kaio_ctx_wake = %d (%s)", rc, kaio_last_error());
+		uint32_t ma = 0, oa = 0;
+		rc = kaio_fd_alignment(g_fd, &ma, &oa);
+		if (rc != 0 || ma != meddle_ma || oa != meddle_oa)
+			note_error("meddler: kaio_fd_alignment = %d (%u, %u), expected 0 (%u, %u)", rc, ma, oa,
+				   meddle_ma, meddle_oa);
+		atomic_fetch_add(&meddle_loops, 1);
+		if (++k % 8 == 0)
+			sleep_us(50); /* 2 CPUs here: leave the others room */
+		else
+			sched_yield();
+	}
+	return NULL;
+}
+
 static void exactly_once_round(unsigned capacity, unsigned flags, unsigned per_thread);
 
 /* Contract: each completion is delivered exactly once, whichever thread reaps
  * (4 submitters, 3 reapers, callbacks and events mixed, reads and writes);
- * every operation holds its own buffer reference, dropped exactly once. */
+ * every operation holds its own buffer reference, dropped exactly once.
+ * Meanwhile a meddler thread calls every other function of the context
+ * ("every function may be called from any thread concurrently"):
+ * kaio_ctx_forget_fd (on the fd in use and others), kaio_ctx_fd (unchanged),
+ * kaio_ctx_capacity (unchanged), kaio_ctx_inflight (<= capacity),
+ * kaio_ctx_wake, and kaio_fd_alignment. */
 static void test_exactly_once_across_threads(void **state)
 {
 	/* Tight (most submissions see -EAGAIN), medium and roomy capacities. */
@@ -333,15 +383,30 @@ static void exactly_once_round(unsigned capacity, unsigned flags, unsigned per_t
 	atomic_store(&zero_polls, 0);
 	mt_deadline = now_ms() + 15000;
 
-	pthread_t sub[SUBMITTERS], rea[REAPERS];
+	meddle_fd0 = kaio_ctx_fd(mt_ctx);
+	assert_true(meddle_fd0 >= 0);
+	meddle_cap = capacity;
+	EXPECT_RC(kaio_fd_alignment(g_fd, &meddle_ma, &meddle_oa), 0);
+	meddle_spare_fd = open(kt_path("threads.dat"), O_RDONLY);
+	assert_true(meddle_spare_fd >= 0);
+	atomic_store(&meddle_stop, 0);
+	atomic_store(&meddle_loops, 0);
+
+	pthread_t sub[SUBMITTERS], rea[REAPERS], meddler;
 	for (unsigned r = 0; r < REAPERS; r++)
 		assert_int_equal(pthread_create(&rea[r], NULL, reaper_main, (void *)(uintptr_t)r), 0);
+	assert_int_equal(pthread_create(&meddler, NULL, meddler_main, NULL), 0);
 	for (unsigned t = 0; t < SUBMITTERS; t++)
 		assert_int_equal(pthread_create(&sub[t], NULL, submitter_main, (void *)(uintptr_t)t), 0);
 	for (unsigned t = 0; t < SUBMITTERS; t++)
 		pthread_join(sub[t], NULL);
 	for (unsigned r = 0; r < REAPERS; r++)
 		pthread_join(rea[r], NULL);
+	atomic_store(&meddle_stop, 1);
+	pthread_join(meddler, NULL);
+	close(meddle_spare_fd);
+	if (atomic_load(&meddle_loops) == 0)
+		note_error("the meddler thread never completed a loop");
 
 	/* Whatever is left (only after a failure) goes before the checks. */
 	if (atomic_load(&stop_reapers))
@@ -375,8 +440,8 @@ static void exactly_once_round(unsigned capacity, unsigned flags, unsigned per_t
 	free(chk);
 	free(arena);
 	arena = NULL;
-	print_message("# capacity %u: %d submissions saw -EAGAIN, %d polls returned 0\n", capacity,
-		      atomic_load(&eagain_seen), atomic_load(&zero_polls));
+	print_message("# capacity %u: %d submissions saw -EAGAIN, %d polls returned 0, %ld meddler loops\n",
+		      capacity, atomic_load(&eagain_seen), atomic_load(&zero_polls), atomic_load(&meddle_loops));
 }
 
 /* ---- waiters and wake under load ------------------------------------------- */
@@ -578,6 +643,332 @@ static void test_concurrent_ref_unref(void **state)
 	}
 }
 
+/* ---- kaio_ctx_wake from a signal handler, under load -------------------------- */
+
+static kaio_ctx *ws_ctx;
+static atomic_int ws_stop;
+static atomic_int ws_done;        /* completions delivered to the worker */
+static atomic_int ws_signals;     /* handler runs */
+static atomic_int ws_worker_done;
+static atomic_int ws_wake_bad;
+
+static void ws_handler(int sig)
+{
+	int saved = errno;
+	if (kaio_ctx_wake(ws_ctx) != 0)
+		atomic_fetch_add(&ws_wake_bad, 1);
+	atomic_fetch_add(&ws_signals, 1);
+	errno = saved;
+}
+
+static void ws_cb(const struct kaio_event *ev)
+{
+	if (ev->res != BLK)
+		note_error("signalled worker: callback res %lld", (long long)ev->res);
+	atomic_fetch_add(&ws_done, 1);
+}
+
+enum { WS_CAP = 8 };
+
+static void *ws_worker(void *p)
+{
+	kaio_buf *b = NULL;
+	if (kaio_buf_alloc(&b, WS_CAP * BLK, 0) != 0) {
+		note_error("kaio_buf_alloc failed");
+		atomic_store(&ws_worker_done, 1);
+		return NULL;
+	}
+	unsigned next = 0, rounds = 0;
+	struct kaio_event ev[WS_CAP];
+	while (!atomic_load(&ws_stop)) {
+		while (kaio_ctx_inflight(ws_ctx) < WS_CAP) {
+			int rc = kaio_read(ws_ctx, g_fd, (uint64_t)(next % NBLK) * BLK, b, (next % WS_CAP) * BLK, BLK,
+					   next % 2 ? ws_cb : NULL, next);
+			if (rc == -EAGAIN)
+				break;
+			if (rc != 0) {
+				note_error("signalled worker: kaio_read = %d (%s)", rc, kaio_last_error());
+				atomic_store(&ws_stop, 1);
+				break;
+			}
+			next++;
+		}
+		/* Mostly non-blocking waits, so that the signals often land inside
+		 * the library's wait path; every fourth round a blocking one. */
+		int rc = 0;
+		if (++rounds % 4 == 0)
+			rc = kaio_wait(ws_ctx, ev, 1, WS_CAP, -1);
+		else
+			for (int k = 0; k < 64 && rc == 0; k++)
+				rc = kaio_wait(ws_ctx, ev, 1, WS_CAP, 0);
+		if (rc < 0) {
+			/* The handler always wakes: a signal never leaves -EINTR. */
+			note_error("signalled worker: kaio_wait = %d (%s)", rc, kaio_last_error());
+			break;
+		}
+		for (int i = 0; i < rc; i++) {
+			if (ev[i].res != BLK)
+				note_error("signalled worker: res %lld", (long long)ev[i].res);
+			kaio_buf_unref(ev[i].buf);
+			atomic_fetch_add(&ws_done, 1);
+		}
+	}
+	int64_t deadline = now_ms() + 5000;
+	while (kaio_ctx_inflight(ws_ctx) > 0 && now_ms() < deadline) {
+		int rc = kaio_wait(ws_ctx, ev, 1, WS_CAP, 1000);
+		for (int i = 0; i < rc; i++) {
+			kaio_buf_unref(ev[i].buf);
+			atomic_fetch_add(&ws_done, 1);
+		}
+	}
+	kaio_buf_unref(b);
+	atomic_store(&ws_worker_done, 1);
+	return NULL;
+}
+
+struct ws_signaller {
+	pthread_t target;
+	atomic_int sent;
+};
+
+static void *ws_signaller_main(void *p)
+{
+	struct ws_signaller *s = p;
+	while (!atomic_load(&ws_stop)) {
+		if (pthread_kill(s->target, SIGUSR1) == 0)
+			atomic_fetch_add(&s->sent, 1);
+		sleep_us(1000);
+	}
+	return NULL;
+}
+
+/* Contract: kaio_ctx_wake is async-signal-safe: a thread that submits and
+ * reaps (kaio_wait, timeout -1) in a loop while another thread signals it
+ * every ~1 ms, with a handler that calls kaio_ctx_wake on the same context,
+ * keeps making progress for 1.5 s (a deadlock or a lost completion would
+ * stall it: the watchdog fails after 10 s without progress). */
+static void test_wake_signal_safe_under_load(void **state)
+{
+	ws_ctx = kt_ctx(WS_CAP, 0);
+	atomic_store(&ws_stop, 0);
+	atomic_store(&ws_done, 0);
+	atomic_store(&ws_signals, 0);
+	atomic_store(&ws_worker_done, 0);
+	atomic_store(&ws_wake_bad, 0);
+	atomic_store(&n_errors, 0);
+	struct sigaction sa, old;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = ws_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+
+	pthread_t worker, sig;
+	assert_int_equal(pthread_create(&worker, NULL, ws_worker, NULL), 0);
+	struct ws_signaller s;
+	s.target = worker;
+	atomic_init(&s.sent, 0);
+	assert_int_equal(pthread_create(&sig, NULL, ws_signaller_main, &s), 0);
+
+	int64_t start = now_ms(), last_progress = start;
+	int last = 0, stalled = 0;
+	while (!atomic_load(&ws_worker_done)) {
+		sleep_us(10000);
+		int64_t t = now_ms();
+		int d = atomic_load(&ws_done);
+		if (d != last) {
+			last = d;
+			last_progress = t;
+		}
+		if (t - start >= 1500)
+			atomic_store(&ws_stop, 1);
+		if (t - last_progress > 10000) {
+			stalled = 1;
+			break;
+		}
+	}
+	atomic_store(&ws_stop, 1);
+	pthread_join(sig, NULL); /* no signal after this */
+	if (stalled) {
+		pthread_detach(worker); /* stuck inside the library */
+		fail_msg("the signalled thread made no progress for 10 s (%d completions, %d signals handled): "
+			 "kaio_ctx_wake from a signal handler deadlocked or a completion was lost",
+			 atomic_load(&ws_done), atomic_load(&ws_signals));
+	}
+	pthread_join(worker, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	check_no_errors();
+	assert_int_equal(atomic_load(&ws_wake_bad), 0);
+	assert_int_equal(kaio_ctx_inflight(ws_ctx), 0);
+	EXPECT_RC(kaio_ctx_destroy(ws_ctx), 0);
+	ws_ctx = NULL;
+	print_message("# %d completions, %d signals sent, %d handled\n", atomic_load(&ws_done),
+		      atomic_load(&s.sent), atomic_load(&ws_signals));
+	if (atomic_load(&ws_signals) < 100)
+		fail_msg("only %d signals were handled in 1.5 s: the test did not test", atomic_load(&ws_signals));
+	if (atomic_load(&ws_done) < 100)
+		fail_msg("only %d completions in 1.5 s", atomic_load(&ws_done));
+}
+
+/* ---- callbacks and release functions run with no library lock held ------------ */
+
+/* Thread B, on request from a callback or release function running on the
+ * reaping thread A, uses the same context: kaio_read (a submission),
+ * kaio_poll, kaio_ctx_inflight and kaio_buf_unref. */
+static struct {
+	kaio_ctx *ctx;
+	sem_t go, done;
+	atomic_int quit;
+	int read_rc, poll_rc;
+	unsigned inflight;
+	int64_t took_ms;
+	int rounds;
+} nl;
+static atomic_int nl_handshakes; /* completed within 5 s, seen from A */
+static atomic_int nl_timeouts;   /* A gave up waiting for B */
+
+static void *nl_thread_b(void *p)
+{
+	for (;;) {
+		kaio_buf *b = NULL;
+		if (kaio_buf_alloc(&b, BLK, 0) != 0)
+			note_error("kaio_buf_alloc failed");
+		while (sem_wait(&nl.go) != 0 && errno == EINTR)
+			;
+		if (atomic_load(&nl.quit)) {
+			kaio_buf_unref(b);
+			return NULL;
+		}
+		int64_t t0 = now_ms();
+		nl.read_rc = kaio_read(nl.ctx, g_fd, 5 * BLK, b, 0, BLK, NULL, 5000 + (unsigned)nl.rounds);
+		struct kaio_event ev[4];
+		nl.poll_rc = kaio_poll(nl.ctx, ev, 4);
+		for (int i = 0; i < nl.poll_rc; i++)
+			kaio_buf_unref(ev[i].buf);
+		nl.inflight = kaio_ctx_inflight(nl.ctx);
+		kaio_buf_unref(b); /* its read holds its own reference */
+		nl.took_ms = now_ms() - t0;
+		nl.rounds++;
+		sem_post(&nl.done);
+	}
+}
+
+/* Run on thread A from inside a delivery. */
+static void nl_handshake(void)
+{
+	sem_post(&nl.go);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 5;
+	int rc;
+	while ((rc = sem_timedwait(&nl.done, &until)) != 0 && errno == EINTR)
+		;
+	if (rc == 0)
+		atomic_fetch_add(&nl_handshakes, 1);
+	else
+		atomic_fetch_add(&nl_timeouts, 1);
+}
+
+static void nl_cb(const struct kaio_event *ev)
+{
+	nl_handshake();
+}
+
+static void nl_noop_cb(const struct kaio_event *ev)
+{
+}
+
+static void nl_release(void *data, size_t len, void *opaque)
+{
+	nl_handshake();
+	free(data);
+}
+
+/* Contract: callbacks and release functions run with no library lock held:
+ * while one runs on the reaping thread (the main thread here) and waits for
+ * thread B, B completes kaio_read, kaio_poll, kaio_ctx_inflight and
+ * kaio_buf_unref on the same context within 1 s.  Three deliveries: a
+ * callback, the release of a callback's buffer (the operation's last
+ * reference, dropped after its callback), and the release of a READV
+ * vector's buffer delivered without a callback. */
+static void test_callbacks_hold_no_lock(void **state)
+{
+	static const char *const what[] = {
+		"a callback",
+		"a release function run after a callback",
+		"a release function run while delivering a READV event",
+	};
+	memset(&nl, 0, sizeof nl);
+	nl.ctx = kt_ctx(8, 0);
+	assert_int_equal(sem_init(&nl.go, 0, 0), 0);
+	assert_int_equal(sem_init(&nl.done, 0, 0), 0);
+	atomic_store(&n_errors, 0);
+	pthread_t b;
+	assert_int_equal(pthread_create(&b, NULL, nl_thread_b, NULL), 0);
+	for (int variant = 0; variant < 3; variant++) {
+		atomic_store(&nl_handshakes, 0);
+		atomic_store(&nl_timeouts, 0);
+		nl.took_ms = -1;
+		nl.read_rc = nl.poll_rc = 1;
+		if (variant == 0) {
+			kaio_buf *buf = kt_buf(BLK);
+			EXPECT_RC(kaio_read(nl.ctx, g_fd, 0, buf, 0, BLK, nl_cb, 1), 0);
+			kaio_buf_unref(buf);
+		} else {
+			void *mem = NULL;
+			assert_int_equal(posix_memalign(&mem, 4096, BLK), 0);
+			kaio_buf *buf = NULL;
+			EXPECT_RC(kaio_buf_wrap(&buf, mem, BLK, nl_release, NULL), 0);
+			if (variant == 1) {
+				EXPECT_RC(kaio_read(nl.ctx, g_fd, BLK, buf, 0, BLK, nl_noop_cb, 2), 0);
+			} else {
+				struct kaio_vec vec = { buf, 0, BLK };
+				EXPECT_RC(kaio_readv(nl.ctx, g_fd, 2 * BLK, &vec, 1, NULL, 3), 0);
+			}
+			kaio_buf_unref(buf); /* the operation's reference is the last */
+		}
+		int64_t deadline = now_ms() + 20000;
+		while (atomic_load(&nl_handshakes) + atomic_load(&nl_timeouts) == 0) {
+			struct kaio_event ev[4];
+			int rc = kaio_wait(nl.ctx, ev, 1, 4, 1000);
+			if (rc < 0)
+				fail_msg("kaio_wait = %d (%s)", rc, kaio_last_error());
+			for (int i = 0; i < rc; i++)
+				kaio_buf_unref(ev[i].buf);
+			if (now_ms() > deadline)
+				fail_msg("%s never ran", what[variant]);
+		}
+		/* B finishes (if it was blocked) once the delivery is over. */
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 10;
+		if (atomic_load(&nl_timeouts)) {
+			if (sem_timedwait(&nl.done, &until) != 0)
+				fail_msg("thread B never finished its calls, even after %s returned", what[variant]);
+			fail_msg("while %s ran on the reaping thread, thread B's calls on the same context "
+				 "did not complete within 5 s (they took %lld ms): a library lock is held",
+				 what[variant], (long long)nl.took_ms);
+		}
+		if (nl.took_ms > 1000)
+			fail_msg("while %s ran, thread B's calls took %lld ms", what[variant], (long long)nl.took_ms);
+		if (nl.read_rc != 0)
+			fail_msg("thread B's kaio_read while %s ran = %d", what[variant], nl.read_rc);
+		if (nl.poll_rc < 0)
+			fail_msg("thread B's kaio_poll while %s ran = %d", what[variant], nl.poll_rc);
+		if (nl.inflight > 8)
+			fail_msg("thread B's kaio_ctx_inflight while %s ran = %u", what[variant], nl.inflight);
+		drain_bounded(nl.ctx, 5000);
+		assert_int_equal(kaio_ctx_inflight(nl.ctx), 0);
+	}
+	atomic_store(&nl.quit, 1);
+	sem_post(&nl.go);
+	pthread_join(b, NULL);
+	check_no_errors();
+	EXPECT_RC(kaio_ctx_destroy(nl.ctx), 0);
+	sem_destroy(&nl.go);
+	sem_destroy(&nl.done);
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -585,6 +976,8 @@ int main(void)
 		cmocka_unit_test(test_exactly_once_across_threads),
 		cmocka_unit_test(test_wake_releases_all_waiters),
 		cmocka_unit_test(test_concurrent_ref_unref),
+		cmocka_unit_test(test_wake_signal_safe_under_load),
+		cmocka_unit_test(test_callbacks_hold_no_lock),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
