@@ -8,6 +8,7 @@
 #include <cstring>
 #include <deque>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -18,7 +19,7 @@
 
 namespace {
 
-enum class Kind { kError, kLimit, kRewriteRes };
+enum class Kind { kError, kLimit, kRewriteRes, kRewriteRes2 };
 struct Answer {
 	Kind kind;
 	long value; // -errno, a count limit, or the result to report
@@ -119,8 +120,12 @@ int __wrap_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct 
 		int r = __real_kaio_sys_io_getevents(ctx, min_nr, nr, events, timeout);
 		if (r > 0) {
 			getevents_script.pop_front();
-			for (int i = 0; i < r; i++)
-				events[i].res = static_cast<unsigned long>(a.value);
+			for (int i = 0; i < r; i++) {
+				if (a.kind == Kind::kRewriteRes2)
+					events[i].res2 = static_cast<unsigned long>(a.value);
+				else
+					events[i].res = static_cast<unsigned long>(a.value);
+			}
 		}
 		return r;
 	}
@@ -553,6 +558,36 @@ void test_partial_submit_with_two_refusals_keeps_last_error(void **state)
 	expect_delivered_once(f, 0, 1);
 }
 
+
+// A completion with res2 set (the kernel's secondary result, 0 for file
+// I/O today) is still delivered once, with res as the kernel gave it.
+void test_res2_set_is_delivered(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	struct kaio_op op = read_op(f, 0);
+	getevents_script = {{Kind::kRewriteRes2, -EIO}};
+	assert_int_equal(kaio_submit(f->ctx, &op, 1), 1);
+	expect_delivered_once(f, 0, 1);
+}
+
+// An eventfd whose counter is full (the kernel saturates it) or already
+// readable for no reason changes nothing: completions are still reaped
+// and delivered once, and draining leaves it quiet.
+void test_eventfd_full(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	const int efd = kaio_ctx_fd(f->ctx);
+	uint64_t full = 0xfffffffffffffffeull;
+	assert_int_equal(write(efd, &full, sizeof full), sizeof full);
+	struct kaio_op ops[4];
+	for (unsigned i = 0; i < 4; i++)
+		ops[i] = read_op(f, i);
+	assert_int_equal(kaio_submit(f->ctx, ops, 4), 4);
+	expect_delivered_once(f, 0, 4);
+	struct pollfd p = {efd, POLLIN, 0};
+	assert_int_equal(poll(&p, 1, 0), 0); // drained by the reaps
+}
+
 } // namespace
 
 int main(void)
@@ -574,6 +609,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_alignment_fallbacks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_submit_with_two_refusals_keeps_last_error,
 		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(test_res2_set_is_delivered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eventfd_full, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
