@@ -63,6 +63,27 @@ int kt_wait_n(kaio_ctx *ctx, struct kaio_event *events, unsigned n);
  * references; callbacks run as usual. */
 void kt_drain(kaio_ctx *ctx);
 
+/* CLOCK_MONOTONIC in milliseconds; a sleep that resumes after signals. */
+int64_t kt_now_ms(void);
+void kt_sleep_ms(int ms);
+
+/* `expr` must return `want`. */
+#define EXPECT_RC(expr, want) do { \
+	int rc_ = (expr); \
+	if (rc_ != (want)) \
+		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
+} while (0)
+
+/* `expr` must be refused with `want` (negative) and explain why. */
+#define EXPECT_REFUSED(expr, want) do { \
+	int rc_ = (expr); \
+	if (rc_ != (want)) \
+		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
+	const char *le_ = kaio_last_error(); \
+	if (le_ == NULL || le_[0] == '\0') \
+		fail_msg("%s was refused with %d but kaio_last_error() is empty", #expr, rc_); \
+} while (0)
+
 #ifdef __cplusplus
 }
 #endif

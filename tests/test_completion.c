@@ -25,35 +25,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-#define EXPECT_RC(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ != (want)) \
-		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
-} while (0)
-
-#define EXPECT_REFUSED(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ != (want)) \
-		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
-	const char *le_ = kaio_last_error(); \
-	if (le_ == NULL || le_[0] == '\0') \
-		fail_msg("%s was refused with %d but kaio_last_error() is empty", #expr, rc_); \
-} while (0)
-
 struct wrapped {
 	void *mem;
 	size_t len;
@@ -136,12 +107,12 @@ static const struct kaio_event *rec_find(uint64_t user_data)
 /* Poll with max 0 (events NULL) until `n` callbacks have run. */
 static void run_callbacks_until(kaio_ctx *ctx, int n)
 {
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (atomic_load(&nrec) < n) {
 		int rc = kaio_wait(ctx, NULL, 1, 0, 200);
 		if (rc != 0)
 			fail_msg("kaio_wait(events NULL, max 0) = %d (%s)", rc, kaio_last_error());
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("only %d of %d callbacks ran within 10 s", atomic_load(&nrec), n);
 	}
 }
@@ -261,12 +232,12 @@ static void test_callback_event_fields(void **state)
 	submit_six(ctx, &s, record_cb);
 	assert_int_equal(kaio_ctx_inflight(ctx), 6);
 	struct kaio_event ev[8];
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (atomic_load(&nrec) < 6) {
 		int rc = kaio_wait(ctx, ev, 6, 8, 1000);
 		if (rc != 0)
 			fail_msg("kaio_wait with only callbacks pending = %d (%s), expected 0", rc, kaio_last_error());
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("only %d of 6 callbacks ran", atomic_load(&nrec));
 	}
 	assert_int_equal(atomic_load(&nrec), 6);
@@ -393,9 +364,9 @@ static void test_return_counts_events_only(void **state)
 	for (unsigned i = 0; i < 5; i++)
 		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, i < 3 ? record_cb : NULL, i), 0);
 	struct kaio_event ev[8];
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev, 5, 2, 5000);
-	if (now_ms() - t0 > 4500)
+	if (kt_now_ms() - t0 > 4500)
 		fail_msg("kaio_wait(min 5, max 2) timed out although 5 operations were in flight");
 	if (rc != 2)
 		fail_msg("kaio_wait(min 5, max 2) with 3 callbacks and 2 events = %d (%s), expected 2", rc,
@@ -414,16 +385,16 @@ static void test_return_counts_events_only(void **state)
 	for (unsigned i = 0; i < 4; i++)
 		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, i % 2 ? record_cb : NULL, 10 + i), 0);
 	int events = 0;
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (events < 2 || atomic_load(&nrec) < 2) {
 		rc = kaio_poll(ctx, ev + events, 8 - (unsigned)events);
 		if (rc < 0 || rc > 2 - events)
 			fail_msg("kaio_poll = %d with %d events already copied and 2 expected in all", rc, events);
 		events += rc;
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("kaio_poll: %d events, %d callbacks after 10 s", events, atomic_load(&nrec));
 		if (rc == 0)
-			sleep_ms(1);
+			kt_sleep_ms(1);
 	}
 	assert_int_equal(atomic_load(&nrec), 2);
 	drop_events(ev, events);
@@ -444,7 +415,7 @@ static void test_max_limits_only_events(void **state)
 	for (unsigned i = 0; i < 10; i++)
 		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, i % 2 ? record_cb : NULL, i), 0);
 	/* Everything has finished in the kernel by now. */
-	sleep_ms(300);
+	kt_sleep_ms(300);
 	struct kaio_event ev[10];
 	int rc = kaio_poll(ctx, ev, 1);
 	if (rc != 1)
@@ -453,7 +424,7 @@ static void test_max_limits_only_events(void **state)
 		fail_msg("kaio_poll(max 1) ran %d of 5 finished callbacks: max limited the callbacks",
 			 atomic_load(&nrec));
 	int got = 1;
-	int64_t deadline = now_ms() + 5000;
+	int64_t deadline = kt_now_ms() + 5000;
 	while (got < 5) {
 		rc = kaio_poll(ctx, NULL, 0);
 		if (rc != 0)
@@ -462,7 +433,7 @@ static void test_max_limits_only_events(void **state)
 		if (rc < 0 || rc > 1)
 			fail_msg("kaio_poll(max 1) = %d", rc);
 		got += rc;
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("only %d of 5 events came back", got);
 	}
 	int seen[10] = { 0 };
@@ -480,9 +451,9 @@ static void test_max_limits_only_events(void **state)
 	record_reset();
 	for (unsigned i = 0; i < 3; i++)
 		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, record_cb, 20 + i), 0);
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	EXPECT_RC(kaio_wait(ctx, NULL, 3, 0, 5000), 0);
-	if (now_ms() - t0 > 4500)
+	if (kt_now_ms() - t0 > 4500)
 		fail_msg("kaio_wait(min 3, max 0) did not return after 3 callbacks");
 	assert_int_equal(atomic_load(&nrec), 3);
 	assert_int_equal(kt_check(kaio_buf_data(b), 10 * BLK, 0), 0);
@@ -499,10 +470,10 @@ static void test_events_kept_beyond_max(void **state)
 	for (int round = 0; round < 2; round++) {
 		for (unsigned i = 0; i < 10; i++)
 			EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, NULL, i), 0);
-		sleep_ms(200);
+		kt_sleep_ms(200);
 		int seen[10] = { 0 };
 		int got = 0, calls = 0;
-		int64_t deadline = now_ms() + 10000;
+		int64_t deadline = kt_now_ms() + 10000;
 		while (got < 10) {
 			struct kaio_event ev[3];
 			int rc = round == 0 ? kaio_poll(ctx, ev, 3) : kaio_wait(ctx, ev, 1, 3, 1000);
@@ -520,10 +491,10 @@ static void test_events_kept_beyond_max(void **state)
 				kaio_buf_unref(ev[i].buf);
 			}
 			got += rc;
-			if (now_ms() > deadline)
+			if (kt_now_ms() > deadline)
 				fail_msg("round %d: only %d of 10 events came back (lost beyond max?)", round, got);
 			if (rc == 0)
-				sleep_ms(1);
+				kt_sleep_ms(1);
 		}
 		for (int i = 0; i < 10; i++)
 			if (seen[i] != 1)
@@ -546,9 +517,9 @@ static void test_wait_returns_at_max(void **state)
 	for (unsigned i = 0; i < 4; i++)
 		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, NULL, i), 0);
 	struct kaio_event ev[4];
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev, 100, 2, 5000);
-	int64_t took = now_ms() - t0;
+	int64_t took = kt_now_ms() - t0;
 	if (rc != 2)
 		fail_msg("kaio_wait(min 100, max 2) with 4 reads = %d (%s), expected 2", rc, kaio_last_error());
 	if (took > 4000)
@@ -567,26 +538,26 @@ static void test_wait_timeout(void **state)
 {
 	kaio_ctx *ctx = kt_ctx(8, 0);
 	struct kaio_event ev[4];
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev, 1, 4, 200);
-	int64_t took = now_ms() - t0;
+	int64_t took = kt_now_ms() - t0;
 	EXPECT_RC(rc, 0);
 	if (took < 180 || took > 3000)
 		fail_msg("kaio_wait(timeout 200 ms) on an idle context took %lld ms", (long long)took);
 
 	/* timeout 0: never blocks */
-	t0 = now_ms();
+	t0 = kt_now_ms();
 	EXPECT_RC(kaio_wait(ctx, ev, 1, 4, 0), 0);
-	if (now_ms() - t0 > 1000)
+	if (kt_now_ms() - t0 > 1000)
 		fail_msg("kaio_wait(timeout 0) blocked");
 
 	/* One callback runs, min 5 is never reached: the timeout returns 0. */
 	kaio_buf *b = kt_buf(BLK);
 	record_reset();
 	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, record_cb, 9), 0);
-	t0 = now_ms();
+	t0 = kt_now_ms();
 	rc = kaio_wait(ctx, ev, 5, 4, 300);
-	took = now_ms() - t0;
+	took = kt_now_ms() - t0;
 	EXPECT_RC(rc, 0);
 	if (took < 280 || took > 3000)
 		fail_msg("kaio_wait(min 5, timeout 300 ms) took %lld ms", (long long)took);
@@ -611,7 +582,7 @@ static void test_wait_bad_timeout(void **state)
 	kaio_buf *b = kt_buf(BLK);
 	record_reset();
 	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, record_cb, 1), 0);
-	sleep_ms(50);
+	kt_sleep_ms(50);
 	struct kaio_event ev[2];
 	EXPECT_REFUSED(kaio_wait(ctx, ev, 1, 2, -2), -EINVAL);
 	EXPECT_REFUSED(kaio_wait(ctx, ev, 0, 2, INT_MIN), -EINVAL);
@@ -628,12 +599,12 @@ static void test_poll_idle(void **state)
 {
 	kaio_ctx *ctx = kt_ctx(4, 0);
 	struct kaio_event ev[4];
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	for (int i = 0; i < 100; i++)
 		EXPECT_RC(kaio_poll(ctx, ev, 4), 0);
 	EXPECT_RC(kaio_poll(ctx, NULL, 0), 0);
-	if (now_ms() - t0 > 2000)
-		fail_msg("100 kaio_poll calls on an idle context took %lld ms", (long long)(now_ms() - t0));
+	if (kt_now_ms() - t0 > 2000)
+		fail_msg("100 kaio_poll calls on an idle context took %lld ms", (long long)(kt_now_ms() - t0));
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
 }
 
@@ -677,12 +648,12 @@ static void test_pipeline_capacity_one(void **state)
 	atomic_store(&chain_errors, 0);
 	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, chain_cb, 0), 0);
 	kaio_buf_unref(b); /* the chain keeps it alive */
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (atomic_load(&chain_done) < CHAIN_N && atomic_load(&chain_errors) < 1000) {
 		int rc = kaio_wait(ctx, NULL, 1, 0, 1000);
 		if (rc != 0)
 			fail_msg("kaio_wait = %d (%s)", rc, kaio_last_error());
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("pipeline: %d of %d reads after 10 s", atomic_load(&chain_done), CHAIN_N);
 	}
 	if (atomic_load(&chain_errors) >= 1000)
@@ -730,10 +701,10 @@ static void test_callback_drops_references(void **state)
 	atomic_store(&drop_released_in_cb, -1);
 	atomic_store(&drop_data_ok, 0);
 	EXPECT_RC(kaio_read(ctx, g_fd, 7 * BLK, drop_handle, 0, BLK, drop_cb, 1), 0);
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (atomic_load(&drop_released_in_cb) < 0) {
 		EXPECT_RC(kaio_wait(ctx, NULL, 1, 0, 1000), 0);
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("callback did not run");
 	}
 	assert_int_equal(atomic_load(&drop_released_in_cb), 0);
@@ -746,10 +717,10 @@ static void test_callback_drops_references(void **state)
 	kept_ref = NULL;
 	EXPECT_RC(kaio_read(ctx, g_fd, 8 * BLK, b, 0, BLK, keep_cb, 2), 0);
 	kaio_buf_unref(b);
-	deadline = now_ms() + 10000;
+	deadline = kt_now_ms() + 10000;
 	while (kept_ref == NULL) {
 		EXPECT_RC(kaio_wait(ctx, NULL, 1, 0, 1000), 0);
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("callback did not run");
 	}
 	assert_ptr_equal(kept_ref, b);
@@ -820,14 +791,14 @@ static void test_busy_from_callback(void **state)
 	for (int via_wait = 0; via_wait < 2; via_wait++) {
 		memset(&busy_cb_res, 0, sizeof busy_cb_res);
 		EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, busy_cb, 1), 0);
-		int64_t deadline = now_ms() + 10000;
+		int64_t deadline = kt_now_ms() + 10000;
 		while (busy_cb_res.ran == 0) {
 			int rc = via_wait ? kaio_wait(ctx, NULL, 1, 0, 1000) : kaio_poll(ctx, NULL, 0);
 			EXPECT_RC(rc, 0);
-			if (now_ms() > deadline)
+			if (kt_now_ms() > deadline)
 				fail_msg("callback did not run");
 			if (!via_wait && busy_cb_res.ran == 0)
-				sleep_ms(1);
+				kt_sleep_ms(1);
 		}
 		check_busy(&busy_cb_res, via_wait ? "a callback run by kaio_wait" : "a callback run by kaio_poll");
 		assert_int_equal(kaio_ctx_inflight(ctx), 0);
@@ -859,10 +830,10 @@ static void test_busy_from_release(void **state)
 	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, noop_cb, 1), 0);
 	kaio_buf_unref(b);
 	assert_int_equal(atomic_load(&w.released), 0);
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (atomic_load(&w.released) == 0) {
 		EXPECT_RC(kaio_wait(ctx, NULL, 1, 0, 1000), 0);
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("release did not run");
 	}
 	check_busy(&busy_rel_res, "a release run after a callback");
@@ -896,16 +867,16 @@ static void test_submission_never_delivers(void **state)
 	record_reset();
 	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, record_cb, 1), 0);
 	assert_int_equal(atomic_load(&nrec), 0);
-	sleep_ms(100);
+	kt_sleep_ms(100);
 	assert_int_equal(atomic_load(&nrec), 0);
 	EXPECT_RC(kaio_read(ctx, g_fd, BLK, b, 0, BLK, record_cb, 2), 0);
-	sleep_ms(50);
+	kt_sleep_ms(50);
 	struct kaio_op op = { .op = KAIO_OP_READ, .fd = g_fd, .offset = 2 * BLK, .len = BLK,
 			      .user_data = 3, .buf = b, .cb = record_cb };
 	EXPECT_RC(kaio_submit(ctx, &op, 1), 1);
-	sleep_ms(50);
+	kt_sleep_ms(50);
 	EXPECT_RC(kaio_sync(ctx, g_fd, KAIO_SYNC_DATA, record_cb, 4), 0);
-	sleep_ms(50);
+	kt_sleep_ms(50);
 	assert_int_equal(atomic_load(&nrec), 0);
 	/* At capacity, with everything finished in the kernel. */
 	EXPECT_REFUSED(kaio_read(ctx, g_fd, 0, b, 0, BLK, record_cb, 5), -EAGAIN);
@@ -942,7 +913,7 @@ static void *blocked_waiter_main(void *p)
 	struct blocked_waiter *w = p;
 	atomic_store(&w->started, 1);
 	w->rc = kaio_wait(w->ctx, w->ev, 3, 3, 5000);
-	w->returned_ms = now_ms();
+	w->returned_ms = kt_now_ms();
 	atomic_store(&w->done, 1);
 	return NULL;
 }
@@ -959,20 +930,20 @@ static void test_wait_takes_events_left_by_other_reaper(void **state)
 	/* A wait that starts after a poll left events queued. */
 	for (unsigned i = 0; i < 4; i++)
 		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, NULL, i), 0);
-	sleep_ms(100);
-	int64_t t0 = now_ms();
+	kt_sleep_ms(100);
+	int64_t t0 = kt_now_ms();
 	while (kaio_poll(ctx, ev, 1) != 1) {
-		if (now_ms() - t0 > 10000)
+		if (kt_now_ms() - t0 > 10000)
 			fail_msg("kaio_poll(max 1) found no event in 10 s");
-		sleep_ms(1);
+		kt_sleep_ms(1);
 	}
-	t0 = now_ms();
+	t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev + 1, 3, 3, 3000);
 	if (rc != 3)
 		fail_msg("kaio_wait(min 3, max 3) with 3 queued events = %d (%s) after %lld ms", rc,
-			 kaio_last_error(), (long long)(now_ms() - t0));
-	if (now_ms() - t0 > 1000)
-		fail_msg("kaio_wait waited %lld ms for events that were already queued", (long long)(now_ms() - t0));
+			 kaio_last_error(), (long long)(kt_now_ms() - t0));
+	if (kt_now_ms() - t0 > 1000)
+		fail_msg("kaio_wait waited %lld ms for events that were already queued", (long long)(kt_now_ms() - t0));
 	drop_events(ev, 4);
 
 	/* A wait already blocked in another thread while this one polls. */
@@ -983,11 +954,11 @@ static void test_wait_takes_events_left_by_other_reaper(void **state)
 		pthread_t th;
 		assert_int_equal(pthread_create(&th, NULL, blocked_waiter_main, &w), 0);
 		while (!atomic_load(&w.started))
-			sleep_ms(1);
-		sleep_ms(iter % 3 == 0 ? 20 : 2);
+			kt_sleep_ms(1);
+		kt_sleep_ms(iter % 3 == 0 ? 20 : 2);
 		for (unsigned i = 0; i < 4; i++)
 			EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, NULL, 100 * (unsigned)iter + i), 0);
-		int64_t submitted = now_ms();
+		int64_t submitted = kt_now_ms();
 		int mine = 0;
 		int64_t deadline = submitted + 10000;
 		while (mine < 1) {
@@ -995,7 +966,7 @@ static void test_wait_takes_events_left_by_other_reaper(void **state)
 			if (rc < 0)
 				fail_msg("kaio_poll = %d (%s)", rc, kaio_last_error());
 			mine += rc;
-			if (now_ms() > deadline)
+			if (kt_now_ms() > deadline)
 				break;
 		}
 		pthread_join(th, NULL);
@@ -1045,7 +1016,7 @@ static void test_eventfd_event_loop(void **state)
 		EXPECT_RC(kaio_read(ctx, g_fd, submitted * BLK, b, submitted * BLK, BLK,
 				    submitted % 3 == 0 ? record_cb : NULL, submitted), 0);
 	int events = 0, wakeups = 0;
-	int64_t deadline = now_ms() + 20000;
+	int64_t deadline = kt_now_ms() + 20000;
 	while (events + atomic_load(&nrec) < N) {
 		struct pollfd p = { .fd = efd, .events = POLLIN };
 		int prc = poll(&p, 1, 3000);
@@ -1076,7 +1047,7 @@ static void test_eventfd_event_loop(void **state)
 		for (int k = 0; k < 5 && submitted < N; k++, submitted++)
 			EXPECT_RC(kaio_read(ctx, g_fd, submitted * BLK, b, submitted * BLK, BLK,
 					    submitted % 3 == 0 ? record_cb : NULL, submitted), 0);
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("event loop: %d events, %d callbacks after 20 s", events, atomic_load(&nrec));
 	}
 	int n = atomic_load(&nrec);
@@ -1124,13 +1095,13 @@ static void test_nowait_read(void **state)
 		fail_msg("kaio_submit(4 RWF_NOWAIT reads) = %d (%s)", rc, kaio_last_error());
 	struct kaio_event ev[4];
 	int events = 0;
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (events < 2 || atomic_load(&nrec) < 2) {
 		int got = kaio_wait(ctx, ev + events, 1, 4 - (unsigned)events, 1000);
 		if (got < 0)
 			fail_msg("kaio_wait = %d (%s)", got, kaio_last_error());
 		events += got;
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("RWF_NOWAIT reads were not all delivered within 10 s");
 	}
 	assert_int_equal(events, 2);
@@ -1217,7 +1188,7 @@ static void test_busy_only_for_that_context(void **state)
 		memset(&other_res, 0, sizeof other_res);
 		/* B has a read of its own, finished and not reaped. */
 		EXPECT_RC(kaio_read(other_ctx, g_fd, 0, b, 0, BLK, NULL, 1), 0);
-		sleep_ms(20);
+		kt_sleep_ms(20);
 		struct wrapped w;
 		const char *where;
 		if (variant < 2) {
@@ -1229,14 +1200,14 @@ static void test_busy_only_for_that_context(void **state)
 			EXPECT_RC(kaio_read(a, g_fd, BLK, wb, 0, BLK, noop_cb, 3), 0);
 			kaio_buf_unref(wb); /* the operation's reference is the last */
 		}
-		int64_t deadline = now_ms() + 10000;
+		int64_t deadline = kt_now_ms() + 10000;
 		while (other_res.ran == 0) {
 			int rc = variant == 1 ? kaio_poll(a, NULL, 0) : kaio_wait(a, NULL, 1, 0, 1000);
 			EXPECT_RC(rc, 0);
-			if (now_ms() > deadline)
+			if (kt_now_ms() > deadline)
 				fail_msg("%s did not run", where);
 			if (variant == 1 && other_res.ran == 0)
-				sleep_ms(1);
+				kt_sleep_ms(1);
 		}
 		if (other_ctx) { /* only after a failure */
 			kt_drain(other_ctx);
@@ -1285,19 +1256,19 @@ static void test_submission_never_delivers_buffered(void **state)
 	assert_int_equal(atomic_load(&nrec), 0);
 	EXPECT_RC(kaio_sync(ctx, fd, KAIO_SYNC_DATA, record_cb, 5), 0);
 	assert_int_equal(atomic_load(&nrec), 0);
-	sleep_ms(50);
+	kt_sleep_ms(50);
 	if (atomic_load(&nrec) != 0)
 		fail_msg("%d callbacks ran without any kaio_poll/kaio_wait", atomic_load(&nrec));
 	assert_int_equal(kaio_ctx_inflight(ctx), 5);
 	if (!ready && poll(&p, 1, 2000) != 1)
 		fail_msg("the eventfd never became readable for 5 buffered operations");
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (atomic_load(&nrec) < 5) {
 		EXPECT_RC(kaio_poll(ctx, NULL, 0), 0);
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("only %d of 5 callbacks ran", atomic_load(&nrec));
 		if (atomic_load(&nrec) < 5)
-			sleep_ms(1);
+			kt_sleep_ms(1);
 	}
 	for (uint64_t u = 1; u <= 4; u++) {
 		const struct kaio_event *e = rec_find(u);

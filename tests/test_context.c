@@ -29,37 +29,7 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 /* `expr` must return exactly `want`. */
-#define EXPECT_RC(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ != (want)) \
-		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
-} while (0)
-
-/* `expr` must be refused with `want` (negative) and explain why. */
-#define EXPECT_REFUSED(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ != (want)) \
-		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
-	const char *le_ = kaio_last_error(); \
-	if (le_ == NULL || le_[0] == '\0') \
-		fail_msg("%s was refused with %d but kaio_last_error() is empty", #expr, rc_); \
-} while (0)
-
 /* A kaio_buf_wrap buffer over page-aligned heap memory whose release
  * callback counts how often it ran. */
 struct wrapped {
@@ -216,7 +186,7 @@ static void test_capacity_enforced(void **state)
 	assert_int_equal(kaio_ctx_inflight(ctx), CAP);
 
 	/* Let the kernel finish them: they still count until delivered. */
-	sleep_ms(50);
+	kt_sleep_ms(50);
 
 	struct wrapped w;
 	kaio_buf *wb = wrapped_new(&w, BLK);
@@ -326,7 +296,7 @@ static void test_capacity_counts_queued_events(void **state)
 	kaio_buf *b = kt_buf((CAP + 1) * BLK);
 	for (unsigned i = 0; i < CAP; i++)
 		EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, NULL, i), 0);
-	sleep_ms(100);
+	kt_sleep_ms(100);
 	struct kaio_event ev[CAP + 1];
 	int got = kaio_wait(ctx, ev, 1, 1, 5000);
 	if (got != 1)
@@ -463,13 +433,13 @@ static void test_eventfd_readiness(void **state)
 		/* Readable stays readable until someone reaps. */
 		assert_true(fd_readable(efd, 0));
 		int got = 0;
-		int64_t deadline = now_ms() + 5000;
+		int64_t deadline = kt_now_ms() + 5000;
 		while (got < 1) {
 			int rc = kaio_poll(ctx, ev, 4);
 			if (rc < 0)
 				fail_msg("kaio_poll = %d (%s)", rc, kaio_last_error());
 			got += rc;
-			if (now_ms() > deadline)
+			if (kt_now_ms() > deadline)
 				fail_msg("round %d: the eventfd was readable but kaio_poll found nothing in 5 s", round);
 		}
 		assert_int_equal(got, 1);
@@ -506,12 +476,12 @@ static void test_eventfd_drained_by_wait(void **state)
 	EXPECT_RC(kaio_read(ctx, g_fd, BLK, b, BLK, BLK, count_cb, 2), 0);
 	if (!fd_readable(efd, 5000))
 		fail_msg("the eventfd did not become readable within 5 s");
-	int64_t deadline = now_ms() + 5000;
+	int64_t deadline = kt_now_ms() + 5000;
 	while (atomic_load(&cb_count) < 2) {
 		int rc = kaio_wait(ctx, NULL, 2, 0, 1000);
 		if (rc != 0)
 			fail_msg("kaio_wait(events NULL, max 0) = %d (%s)", rc, kaio_last_error());
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("callbacks did not run within 5 s");
 	}
 	EXPECT_RC(kaio_wait(ctx, NULL, 0, 0, 0), 0);
@@ -555,27 +525,27 @@ static void test_wake_blocked_waiters(void **state)
 		w[i].ctx = ctx;
 		assert_int_equal(pthread_create(&th[i], NULL, waiter_main, &w[i]), 0);
 	}
-	int64_t deadline = now_ms() + 5000;
+	int64_t deadline = kt_now_ms() + 5000;
 	for (int i = 0; i < NW; i++)
-		while (!atomic_load(&w[i].started) && now_ms() < deadline)
-			sleep_ms(1);
-	sleep_ms(200); /* let both block inside kaio_wait */
+		while (!atomic_load(&w[i].started) && kt_now_ms() < deadline)
+			kt_sleep_ms(1);
+	kt_sleep_ms(200); /* let both block inside kaio_wait */
 	int blocked_ok = 1;
 	for (int i = 0; i < NW; i++)
 		if (atomic_load(&w[i].done))
 			blocked_ok = 0;
 
 	int wake_rc = kaio_ctx_wake(ctx);
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int all_done = 0;
-	while (now_ms() - t0 < 3000) {
+	while (kt_now_ms() - t0 < 3000) {
 		all_done = 1;
 		for (int i = 0; i < NW; i++)
 			if (!atomic_load(&w[i].done))
 				all_done = 0;
 		if (all_done)
 			break;
-		sleep_ms(2);
+		kt_sleep_ms(2);
 	}
 	/* Rescue so the test never hangs: wake again and feed completions. */
 	int rescued = 0;
@@ -585,7 +555,7 @@ static void test_wake_blocked_waiters(void **state)
 		if (kaio_read(ctx, g_fd, 0, b, 0, BLK, NULL, 1000 + k) == 0) {
 			/* a waiter takes it */
 		}
-		sleep_ms(100);
+		kt_sleep_ms(100);
 		all_done = 1;
 		for (int i = 0; i < NW; i++)
 			if (!atomic_load(&w[i].done))
@@ -624,9 +594,9 @@ static void test_wake_not_remembered(void **state)
 	EXPECT_RC(kaio_ctx_wake(ctx), 0);
 	EXPECT_RC(kaio_ctx_wake(ctx), 0);
 	struct kaio_event ev[2];
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev, 1, 2, 200);
-	int64_t took = now_ms() - t0;
+	int64_t took = kt_now_ms() - t0;
 	if (rc != 0)
 		fail_msg("kaio_wait after an earlier wake = %d (%s), expected 0", rc, kaio_last_error());
 	if (took < 180)
@@ -687,9 +657,9 @@ static void test_wake_from_signal_handler(void **state)
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
 	struct kaio_event ev[2];
 	arm_alarm(200);
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev, 1, 2, 5000);
-	int64_t took = now_ms() - t0;
+	int64_t took = kt_now_ms() - t0;
 	disarm_alarm();
 	sigaction(SIGALRM, &old, NULL);
 	sig_ctx = NULL;
@@ -717,9 +687,9 @@ static void test_signal_interrupts_wait(void **state)
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
 	struct kaio_event ev[2];
 	arm_alarm(200);
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev, 1, 2, 5000);
-	int64_t took = now_ms() - t0;
+	int64_t took = kt_now_ms() - t0;
 	disarm_alarm();
 	sigaction(SIGALRM, &old, NULL);
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
@@ -762,16 +732,16 @@ static void test_wake_returns_count(void **state)
 	assert_int_equal(pthread_create(&th, NULL, count_waiter_main, &w), 0);
 	/* Only the waiter reaps: once nothing is in flight, it has taken the
 	 * event (delivery began) and, short of min 3, blocks for more. */
-	int64_t deadline = now_ms() + 5000;
-	while (kaio_ctx_inflight(ctx) != 0 && now_ms() < deadline)
-		sleep_ms(1);
+	int64_t deadline = kt_now_ms() + 5000;
+	while (kaio_ctx_inflight(ctx) != 0 && kt_now_ms() < deadline)
+		kt_sleep_ms(1);
 	int reaped = kaio_ctx_inflight(ctx) == 0;
-	sleep_ms(150);
+	kt_sleep_ms(150);
 	int early = atomic_load(&w.done);
 	int wake_rc = kaio_ctx_wake(ctx);
-	deadline = now_ms() + 3000;
-	while (!atomic_load(&w.done) && now_ms() < deadline)
-		sleep_ms(2);
+	deadline = kt_now_ms() + 3000;
+	while (!atomic_load(&w.done) && kt_now_ms() < deadline)
+		kt_sleep_ms(2);
 	int woken = atomic_load(&w.done);
 	/* Rescue so that the test never hangs: two more completions reach min. */
 	for (unsigned i = 0; !atomic_load(&w.done) && i < 2; i++)
@@ -805,7 +775,7 @@ static void test_signal_after_event_returns_count(void **state)
 	kaio_ctx *ctx = kt_ctx(4, 0);
 	kaio_buf *b = kt_buf(BLK);
 	EXPECT_RC(kaio_read(ctx, g_fd, 3 * BLK, b, 0, BLK, NULL, 7), 0);
-	sleep_ms(50); /* finished in the kernel */
+	kt_sleep_ms(50); /* finished in the kernel */
 	sig_count = 0;
 	struct sigaction sa, old;
 	memset(&sa, 0, sizeof sa);
@@ -816,9 +786,9 @@ static void test_signal_after_event_returns_count(void **state)
 	struct kaio_event ev[4];
 	memset(ev, 0, sizeof ev);
 	arm_alarm(300);
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, ev, 2, 4, 5000);
-	int64_t took = now_ms() - t0;
+	int64_t took = kt_now_ms() - t0;
 	disarm_alarm();
 	sigaction(SIGALRM, &old, NULL);
 	if (rc > 0)
@@ -845,7 +815,7 @@ static void test_signal_after_callback_returns_zero(void **state)
 	kaio_buf *b = kt_buf(BLK);
 	atomic_store(&cb_count, 0);
 	EXPECT_RC(kaio_read(ctx, g_fd, 4 * BLK, b, 0, BLK, count_cb, 8), 0);
-	sleep_ms(50);
+	kt_sleep_ms(50);
 	sig_count = 0;
 	struct sigaction sa, old;
 	memset(&sa, 0, sizeof sa);
@@ -854,9 +824,9 @@ static void test_signal_after_callback_returns_zero(void **state)
 	sigemptyset(&sa.sa_mask);
 	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
 	arm_alarm(300);
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int rc = kaio_wait(ctx, NULL, 2, 0, 5000);
-	int64_t took = now_ms() - t0;
+	int64_t took = kt_now_ms() - t0;
 	disarm_alarm();
 	sigaction(SIGALRM, &old, NULL);
 	int runs = atomic_load(&cb_count);
@@ -1090,8 +1060,8 @@ static void test_single_thread(void **state)
 	atomic_store(&st_cb_ok, 0);
 	EXPECT_RC(kaio_read(ctx, g_fd, 4 * BLK, b, 0, BLK, single_thread_cb, 77), 0);
 	assert_int_equal(kaio_ctx_inflight(ctx), 1);
-	int64_t deadline = now_ms() + 5000;
-	while (atomic_load(&st_cb_ok) == 0 && now_ms() < deadline)
+	int64_t deadline = kt_now_ms() + 5000;
+	while (atomic_load(&st_cb_ok) == 0 && kt_now_ms() < deadline)
 		EXPECT_RC(kaio_wait(ctx, NULL, 1, 0, 1000), 0);
 	assert_int_equal(atomic_load(&st_cb_ok), 1);
 	assert_int_equal(kaio_ctx_inflight(ctx), 0);
@@ -1191,7 +1161,7 @@ static int count_tasks_settled(int want)
 {
 	int n = count_tasks();
 	for (int i = 0; i < 200 && n != want; i++) {
-		sleep_ms(5);
+		kt_sleep_ms(5);
 		n = count_tasks();
 	}
 	return n;
@@ -1216,7 +1186,7 @@ struct nt_counter {
 static void *nt_counter_main(void *p)
 {
 	struct nt_counter *c = p;
-	sleep_ms(200); /* the main thread is blocked in kaio_wait by now */
+	kt_sleep_ms(200); /* the main thread is blocked in kaio_wait by now */
 	c->seen = count_tasks();
 	kaio_ctx_wake(c->ctx);
 	return NULL;
@@ -1253,7 +1223,7 @@ static int child_no_threads(void)
 	snprintf(parent_tasks, sizeof parent_tasks, "/proc/%d/task", (int)getppid());
 	int parent = count_tasks_of(parent_tasks);
 	for (int i = 0; i < 200 && parent > nt_base; i++) {
-		sleep_ms(5); /* a thread the test just joined may linger a moment */
+		kt_sleep_ms(5); /* a thread the test just joined may linger a moment */
 		parent = count_tasks_of(parent_tasks);
 	}
 	if (parent > nt_base)
@@ -1273,10 +1243,10 @@ static int child_no_threads(void)
 		return 5;
 	struct kaio_event ev[8];
 	int events = 0;
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (events < 4 || atomic_load(&nt_cb_runs) < 4) {
 		int rc = kaio_wait(ctx, ev + events, 1, 8 - (unsigned)events, 1000);
-		if (rc < 0 || now_ms() > deadline)
+		if (rc < 0 || kt_now_ms() > deadline)
 			return 6;
 		events += rc;
 	}
@@ -1341,19 +1311,19 @@ static void test_no_threads_created(void **state)
 		_exit(child_no_threads());
 	}
 	int st = 0;
-	int64_t deadline = now_ms() + 30000;
+	int64_t deadline = kt_now_ms() + 30000;
 	for (;;) {
 		pid_t r = waitpid(pid, &st, WNOHANG);
 		if (r == pid)
 			break;
 		if (r < 0 && errno != EINTR)
 			fail_msg("waitpid: %s", strerror(errno));
-		if (now_ms() > deadline) {
+		if (kt_now_ms() > deadline) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			fail_msg("the child did not finish within 30 s");
 		}
-		sleep_ms(5);
+		kt_sleep_ms(5);
 	}
 	if (WIFSIGNALED(st))
 		fail_msg("the child died of signal %d", WTERMSIG(st));

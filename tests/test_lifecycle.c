@@ -26,20 +26,6 @@
 #define CHUNK (64u * 1024)
 #define FILE_SIZE (8u << 20)
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 /* Whether fd becomes readable within timeout_ms. */
 static int fd_readable(int fd, int timeout_ms)
 {
@@ -65,12 +51,6 @@ static int count_fds(void)
 	closedir(d);
 	return n;
 }
-
-#define EXPECT_RC(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ != (want)) \
-		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
-} while (0)
 
 static int g_fd = -1; /* FILE_SIZE bytes of pattern, O_RDWR|O_DIRECT */
 
@@ -226,7 +206,7 @@ static void test_destroy_discards_events(void **state)
 	EXPECT_RC(kaio_readv(ctx, g_fd, 0, vec, 2, NULL, 1000), 0);
 	kaio_buf_unref(v0);
 	kaio_buf_unref(v1);
-	sleep_ms(100);
+	kt_sleep_ms(100);
 	/* Take two; the others finished and may sit queued in the library. */
 	struct kaio_event held[2];
 	int nheld = kaio_poll(ctx, held, 2);
@@ -418,7 +398,7 @@ static void test_destroy_kernel_holds_no_pointer(void **state)
 		}
 	}
 	/* Any read still in flight would now overwrite the 0xA5 fill. */
-	sleep_ms(200);
+	kt_sleep_ms(200);
 	for (unsigned i = 0; i < N; i++) {
 		const unsigned char *m = t[i].mem;
 		for (size_t k = 0; k < BIG; k++)
@@ -440,10 +420,10 @@ static void test_destroy_idle(void **state)
 	kaio_buf *b = tracked_new(&t, BLK);
 	t.offset = 0;
 	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, tracked_cb, (uintptr_t)&t), 0);
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (atomic_load(&t.cb_runs) == 0) {
 		EXPECT_RC(kaio_wait(ctx, NULL, 1, 0, 1000), 0);
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("callback did not run");
 	}
 	assert_int_equal(kaio_ctx_inflight(ctx), 0);
@@ -481,19 +461,19 @@ static pid_t fork_child(void)
 static int wait_child(pid_t pid)
 {
 	int st = 0;
-	int64_t deadline = now_ms() + 30000;
+	int64_t deadline = kt_now_ms() + 30000;
 	for (;;) {
 		pid_t r = waitpid(pid, &st, WNOHANG);
 		if (r == pid)
 			return st;
 		if (r < 0 && errno != EINTR)
 			fail_msg("waitpid: %s", strerror(errno));
-		if (now_ms() > deadline) {
+		if (kt_now_ms() > deadline) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			fail_msg("child %d did not finish within 30 s", (int)pid);
 		}
-		sleep_ms(5);
+		kt_sleep_ms(5);
 	}
 }
 
@@ -678,7 +658,7 @@ static void test_fork_child_gets_echild(void **state)
 	/* Both finished in the kernel, not yet reaped: the eventfd says so. */
 	if (!fd_readable(efd, 5000))
 		fail_msg("the eventfd did not become readable for two reads within 5 s");
-	sleep_ms(50);
+	kt_sleep_ms(50);
 
 	struct reporting_child child = fork_reporting();
 	if (child.pid == 0) {
@@ -707,13 +687,13 @@ static void test_fork_child_gets_echild(void **state)
 	assert_int_equal(atomic_load(&cb_marker.ran), 0);
 	struct kaio_event ev[2];
 	int got = 0;
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	while (got < 1 || atomic_load(&cb_marker.ran) < 1) {
 		int rc = kaio_wait(ctx, ev + got, 1, 2 - (unsigned)got, 1000);
 		if (rc < 0)
 			fail_msg("kaio_wait in the parent after fork = %d (%s)", rc, kaio_last_error());
 		got += rc;
-		if (now_ms() > deadline)
+		if (kt_now_ms() > deadline)
 			fail_msg("the parent lost completions pending at fork (%d events, %d callbacks)", got,
 				 atomic_load(&cb_marker.ran));
 	}
@@ -1006,7 +986,7 @@ static void test_destroy_closes_descriptors(void **state)
 				EXPECT_RC(kaio_read(ctx, g_fd, i * BLK, b, i * BLK, BLK, i % 2 ? noop_cb : NULL, i), 0);
 		}
 		if (variant == 2) {
-			sleep_ms(50);
+			kt_sleep_ms(50);
 			struct kaio_event ev;
 			int rc = kaio_poll(ctx, &ev, 1); /* the other finished events stay queued */
 			if (rc < 0)
@@ -1085,7 +1065,7 @@ static void test_destroy_returns_kernel_queue(void **state)
 	kaio_buf_unref(b);
 	long end = read_proc_long("/proc/sys/fs/aio-nr");
 	for (int i = 0; i < 100 && end != start; i++) { /* let another process settle */
-		sleep_ms(10);
+		kt_sleep_ms(10);
 		end = read_proc_long("/proc/sys/fs/aio-nr");
 	}
 	if (end - start >= CAP)

@@ -25,24 +25,11 @@
 #define NBLK 256u /* file blocks */
 #define FILE_SIZE (NBLK * BLK)
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_us(long us)
 {
 	struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
 	nanosleep(&ts, NULL);
 }
-
-#define EXPECT_RC(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ != (want)) \
-		fail_msg("%s = %d (%s), expected %d", #expr, rc_, kaio_last_error(), (int)(want)); \
-} while (0)
 
 /* First error seen by any thread, reported by the main thread. */
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -94,8 +81,8 @@ static int group_teardown(void **state)
  * `ms` milliseconds: after a failure the accounting may be wrong. */
 static void drain_bounded(kaio_ctx *ctx, int ms)
 {
-	int64_t deadline = now_ms() + ms;
-	while (kaio_ctx_inflight(ctx) > 0 && now_ms() < deadline) {
+	int64_t deadline = kt_now_ms() + ms;
+	while (kaio_ctx_inflight(ctx) > 0 && kt_now_ms() < deadline) {
 		struct kaio_event ev[16];
 		int rc = kaio_wait(ctx, ev, 1, 16, 100);
 		for (int i = 0; i < rc; i++)
@@ -246,7 +233,7 @@ static void *submitter_main(void *p)
 				spins = 0;
 			} else if (rc == -EAGAIN || rc == 0) {
 				atomic_fetch_add(&eagain_seen, 1);
-				if (now_ms() > mt_deadline) {
+				if (kt_now_ms() > mt_deadline) {
 					note_error("submitter %u: still -EAGAIN at the deadline", t);
 					atomic_store(&stop_reapers, 1);
 					break;
@@ -294,7 +281,7 @@ static void *reaper_main(void *p)
 			atomic_fetch_add(&zero_polls, 1); /* allowed: another thread may be reaping */
 			sleep_us(50);
 		}
-		if (now_ms() > mt_deadline) {
+		if (kt_now_ms() > mt_deadline) {
 			note_error("reaper %u: only %d of %d delivered at the deadline", r,
 				   atomic_load(&total_delivered), round_total());
 			atomic_store(&stop_reapers, 1);
@@ -381,7 +368,7 @@ static void exactly_once_round(unsigned capacity, unsigned flags, unsigned per_t
 	atomic_store(&n_errors, 0);
 	atomic_store(&eagain_seen, 0);
 	atomic_store(&zero_polls, 0);
-	mt_deadline = now_ms() + 15000;
+	mt_deadline = kt_now_ms() + 15000;
 
 	meddle_fd0 = kaio_ctx_fd(mt_ctx);
 	assert_true(meddle_fd0 >= 0);
@@ -484,7 +471,7 @@ static void test_wake_releases_all_waiters(void **state)
 	pthread_t th[WAITERS];
 	for (int i = 0; i < WAITERS; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, wl_waiter, mt_ctx), 0);
-	int64_t deadline = now_ms() + 10000;
+	int64_t deadline = kt_now_ms() + 10000;
 	for (unsigned id = 0; id < N; id++) {
 		struct kaio_op op;
 		prepare_op(id, &op);
@@ -494,18 +481,18 @@ static void test_wake_releases_all_waiters(void **state)
 				break;
 			if (rc != -EAGAIN)
 				fail_msg("kaio_submit = %d (%s)", rc, kaio_last_error());
-			if (now_ms() > deadline)
+			if (kt_now_ms() > deadline)
 				fail_msg("capacity never freed up");
 			sched_yield();
 		}
 		kaio_buf_unref(op.buf);
 	}
-	while (atomic_load(&total_delivered) < N && now_ms() < deadline)
+	while (atomic_load(&total_delivered) < N && kt_now_ms() < deadline)
 		sleep_us(1000);
 	atomic_store(&wl_stop, 1);
 	/* One wake must release every waiter blocked with timeout -1; repeat a
 	 * few times only in case one was between its loop test and its wait. */
-	int64_t t0 = now_ms();
+	int64_t t0 = kt_now_ms();
 	int joined = 0;
 	int is_joined[WAITERS] = { 0 };
 	for (int attempt = 0; attempt < 20 && joined < WAITERS; attempt++) {
@@ -534,8 +521,8 @@ static void test_wake_releases_all_waiters(void **state)
 		kaio_buf_unref(b);
 		fail_msg("kaio_ctx_wake did not release %d of %d blocked waiters", WAITERS - joined, WAITERS);
 	}
-	if (now_ms() - t0 > 2000)
-		fail_msg("waiters took %lld ms to return after kaio_ctx_wake", (long long)(now_ms() - t0));
+	if (kt_now_ms() - t0 > 2000)
+		fail_msg("waiters took %lld ms to return after kaio_ctx_wake", (long long)(kt_now_ms() - t0));
 	check_no_errors();
 	assert_int_equal(atomic_load(&total_delivered), N);
 	for (unsigned i = 0; i < N; i++) {
@@ -713,8 +700,8 @@ static void *ws_worker(void *p)
 			atomic_fetch_add(&ws_done, 1);
 		}
 	}
-	int64_t deadline = now_ms() + 5000;
-	while (kaio_ctx_inflight(ws_ctx) > 0 && now_ms() < deadline) {
+	int64_t deadline = kt_now_ms() + 5000;
+	while (kaio_ctx_inflight(ws_ctx) > 0 && kt_now_ms() < deadline) {
 		int rc = kaio_wait(ws_ctx, ev, 1, WS_CAP, 1000);
 		for (int i = 0; i < rc; i++) {
 			kaio_buf_unref(ev[i].buf);
@@ -770,11 +757,11 @@ static void test_wake_signal_safe_under_load(void **state)
 	atomic_init(&s.sent, 0);
 	assert_int_equal(pthread_create(&sig, NULL, ws_signaller_main, &s), 0);
 
-	int64_t start = now_ms(), last_progress = start;
+	int64_t start = kt_now_ms(), last_progress = start;
 	int last = 0, stalled = 0;
 	while (!atomic_load(&ws_worker_done)) {
 		sleep_us(10000);
-		int64_t t = now_ms();
+		int64_t t = kt_now_ms();
 		int d = atomic_load(&ws_done);
 		if (d != last) {
 			last = d;
@@ -839,7 +826,7 @@ static void *nl_thread_b(void *p)
 			kaio_buf_unref(b);
 			return NULL;
 		}
-		int64_t t0 = now_ms();
+		int64_t t0 = kt_now_ms();
 		nl.read_rc = kaio_read(nl.ctx, g_fd, 5 * BLK, b, 0, BLK, NULL, 5000 + (unsigned)nl.rounds);
 		struct kaio_event ev[4];
 		nl.poll_rc = kaio_poll(nl.ctx, ev, 4);
@@ -847,7 +834,7 @@ static void *nl_thread_b(void *p)
 			kaio_buf_unref(ev[i].buf);
 		nl.inflight = kaio_ctx_inflight(nl.ctx);
 		kaio_buf_unref(b); /* its read holds its own reference */
-		nl.took_ms = now_ms() - t0;
+		nl.took_ms = kt_now_ms() - t0;
 		nl.rounds++;
 		sem_post(&nl.done);
 	}
@@ -927,7 +914,7 @@ static void test_callbacks_hold_no_lock(void **state)
 			}
 			kaio_buf_unref(buf); /* the operation's reference is the last */
 		}
-		int64_t deadline = now_ms() + 20000;
+		int64_t deadline = kt_now_ms() + 20000;
 		while (atomic_load(&nl_handshakes) + atomic_load(&nl_timeouts) == 0) {
 			struct kaio_event ev[4];
 			int rc = kaio_wait(nl.ctx, ev, 1, 4, 1000);
@@ -935,7 +922,7 @@ static void test_callbacks_hold_no_lock(void **state)
 				fail_msg("kaio_wait = %d (%s)", rc, kaio_last_error());
 			for (int i = 0; i < rc; i++)
 				kaio_buf_unref(ev[i].buf);
-			if (now_ms() > deadline)
+			if (kt_now_ms() > deadline)
 				fail_msg("%s never ran", what[variant]);
 		}
 		/* B finishes (if it was blocked) once the delivery is over. */

@@ -482,7 +482,7 @@ struct Stats {
 
 void print_stats()
 {
-	if (E.ready)
+	if (E.ready && g_stats.inputs)
 		fprintf(stderr, "fuzz_api: %lu inputs; %lu operations accepted, %lu refused; %lu "
 		                "callbacks, %lu events, %lu discarded by destroy; %lu release functions; "
 		                "%lu nested calls\n", g_stats.inputs, g_stats.accepted, g_stats.refused,
@@ -1486,7 +1486,8 @@ int do_destroy(const CtxPick &cp)
 	const int rc = kaio_ctx_destroy(cp.h);
 	if (cp.live) {
 		g_ctxs[cp.idx].frames--;
-		g_ctxs[cp.idx].destroying = false;
+		if (frames_before == 0) // not an -EBUSY attempt inside the destroy
+			g_ctxs[cp.idx].destroying = false;
 	}
 	call.end();
 	TRACE("  kaio_ctx_destroy(ctx %d) = %d\n", cp.idx, rc);

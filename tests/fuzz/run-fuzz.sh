@@ -59,7 +59,7 @@ stale=yes
 if [ -x "$bin" ]; then
 	stale=no
 	for f in $sources "$top_srcdir"/src/*.h "$top_srcdir/include/kaio.h" "$0"; do
-		if [ "$f" -nt "$bin" ]; then
+		if [ -n "$(find "$f" -newer "$bin" 2>/dev/null)" ]; then
 			stale=yes
 			break
 		fi
@@ -134,7 +134,6 @@ if [ "$workers" = auto ]; then
 fi
 abs_out=$(cd "$out" && pwd) || exit 2
 abs_corpus=$(cd "$corpus" && pwd) || exit 2
-ls "$abs_out/crashes" >"$probe/before" 2>/dev/null
 fuzzopts="$common -max_total_time=$seconds -max_len=1024 -print_final_stats=1"
 fuzzopts="$fuzzopts -artifact_prefix=$abs_out/crashes/ ${FUZZ_JOBS:-}"
 jobdir=$abs_out/jobs
@@ -164,12 +163,13 @@ for log in "$jobdir"/fuzz-*.log; do
 done
 best=$(cat "$jobdir"/fuzz-*.log 2>/dev/null | grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE|INITED)' |
 	sed -n 's/.* cov: \([0-9]*\) ft: \([0-9]*\).*/\1 \2/p' | sort -n -k1,1 -k2,2 | tail -n 1)
-ninputs=$(ls "$abs_corpus" | wc -l)
+ninputs=$(find "$abs_corpus" -type f | wc -l)
+[ -n "$best" ] || best="? ?"
 echo "summary: $workers worker(s), $execs executions in $seconds s ($((execs / seconds)) exec/s)," \
      "cov: ${best%% *} ft: ${best##* }, corpus: $ninputs inputs"
 if [ "$rc" -ne 0 ]; then
-	echo "FAIL: libFuzzer exited with $rc; new artifacts:"
-	ls "$abs_out/crashes" | grep -vxF -f "$probe/before" | sed "s|^|  $abs_out/crashes/|"
+	echo "FAIL: libFuzzer exited with $rc; the inputs:"
+	cat "$jobdir"/fuzz-*.log 2>/dev/null | sed -n 's/.*Test unit written to /  /p' | sort -u
 	for log in "$jobdir"/fuzz-*.log; do
 		grep -q 'INVARIANT VIOLATED\|ERROR: \(AddressSanitizer\|libFuzzer\|LeakSanitizer\)\|runtime error' \
 			"$log" 2>/dev/null || continue
