@@ -349,11 +349,11 @@ void env_init()
 	E.fd[FD_DIRECT_RO] = open(E.path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	E.fd[FD_DIRECT_WO] = open(E.path, O_WRONLY | O_DIRECT | O_CLOEXEC);
 	unlink(E.path);
-	int p[2];
-	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0)
+	int ends[2];
+	if (pipe2(ends, O_NONBLOCK | O_CLOEXEC) != 0)
 		setup_failed("pipe2");
-	E.fd[FD_PIPE_R] = p[0];
-	E.fd[FD_PIPE_W] = p[1];
+	E.fd[FD_PIPE_R] = ends[0];
+	E.fd[FD_PIPE_W] = ends[1];
 	E.fd[FD_DIR] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	E.fd[FD_DEVZERO] = open("/dev/zero", O_RDWR | O_CLOEXEC);
 	for (int s : {FD_BUF_RO, FD_DIRECT_RO, FD_DIRECT_WO, FD_DIR, FD_DEVZERO})
@@ -1851,7 +1851,9 @@ void act_single(Src &s, uint32_t code, int prefer)
 		r.fd = pick_fd(s, &r.fdsel);
 		r.via_sync = true;
 		const uint32_t k = s.below(8);
-		r.level = k < 3 ? KAIO_SYNC_DATA : k < 6 ? KAIO_SYNC_FULL : k == 6 ? 0 : 3 + s.below(100);
+		r.level = k < 3   ? unsigned(KAIO_SYNC_DATA)
+		          : k < 6 ? unsigned(KAIO_SYNC_FULL)
+		          : k == 6 ? 0u : 3 + s.below(100);
 		r.code = r.level == KAIO_SYNC_DATA ? KAIO_OP_FDATASYNC : KAIO_OP_FSYNC;
 	} else {
 		gen_rw_args(s, r);
@@ -2055,7 +2057,7 @@ void act_submit(Src &s, int prefer)
 				check_refusal_matches(rc, first_refusal, "kaio_submit");
 			if (rc == -EAGAIN && cp.live && !in_callback() && !c->destroying)
 				CHECK(c->pending() > 0, "kaio_submit -EAGAIN with nothing in flight or queued");
-			g_stats.refused += count;
+			g_stats.refused += null_ops ? 0 : count;
 			return rc;
 		}
 		CHECK(cp.live, "kaio_submit accepted operations on an invalid context");
