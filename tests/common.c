@@ -194,3 +194,35 @@ void kt_sleep_ms(int ms)
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
 }
+
+static char marker[512];
+
+void kt_set_marker(void)
+{
+	kaio_ctx *c = NULL;
+	int rc = kaio_ctx_create(&c, 0, 0);
+	if (rc >= 0) {
+		kaio_ctx_destroy(c);
+		fail_msg("kaio_ctx_create(capacity 0) was accepted");
+	}
+	snprintf(marker, sizeof marker, "%s", kaio_last_error());
+	if (!marker[0])
+		fail_msg("kaio_ctx_create(capacity 0) refused without a message");
+}
+
+const char *kt_marker(void)
+{
+	return marker;
+}
+
+void kt_check_refused(int rc, int want1, int want2, const char *expr, int line)
+{
+	const char *m = kaio_last_error();
+	int ok = (want1 == 0 && rc < 0) || rc == -want1 || (want2 && rc == -want2);
+	if (!ok)
+		fail_msg("line %d: %s = %d (%s), expected -%d%s", line, expr, rc,
+			 m ? m : "(null)", want1, want2 ? " or another listed errno" : "");
+	if (!m || !m[0] || strcmp(m, marker) == 0)
+		fail_msg("line %d: %s refused (%d) without setting its own kaio_last_error() (\"%s\")",
+			 line, expr, rc, m ? m : "(null)");
+}

@@ -84,6 +84,22 @@ void kt_sleep_ms(int ms);
 		fail_msg("%s was refused with %d but kaio_last_error() is empty", #expr, rc_); \
 } while (0)
 
+/* Refusal checks that prove the refusal set its own sentence:
+ * kt_set_marker() provokes a known refusal first (its sentence is
+ * kt_marker()); kt_check_refused() then wants rc == -want1 (or -want2 when
+ * not 0; any negative when want1 is 0) and a non-empty kaio_last_error()
+ * other than the marker. */
+void kt_set_marker(void);
+const char *kt_marker(void);
+void kt_check_refused(int rc, int want1, int want2, const char *expr, int line);
+
+#define REFUSED(want, expr) do { kt_set_marker(); int rc_ = (expr); \
+	kt_check_refused(rc_, (want), 0, #expr, __LINE__); } while (0)
+#define REFUSED2(w1, w2, expr) do { kt_set_marker(); int rc_ = (expr); \
+	kt_check_refused(rc_, (w1), (w2), #expr, __LINE__); } while (0)
+#define ACCEPTED(expr) do { int rc_ = (expr); if (rc_ != 0) \
+	fail_msg("line %d: %s = %d (%s), expected 0", __LINE__, #expr, rc_, kaio_last_error()); } while (0)
+
 #ifdef __cplusplus
 }
 #endif

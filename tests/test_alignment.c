@@ -21,39 +21,6 @@
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static char marker[512];
-
-/* Provoke a known refusal so that a following refusal can be shown to have
- * set its own kaio_last_error() message (success never clears it). */
-static void set_marker(void)
-{
-	kaio_ctx *c = NULL;
-	int rc = kaio_ctx_create(&c, 0, 0);
-	if (rc >= 0) {
-		kaio_ctx_destroy(c);
-		fail_msg("kaio_ctx_create(capacity 0) was accepted");
-	}
-	snprintf(marker, sizeof marker, "%s", kaio_last_error());
-	if (!marker[0])
-		fail_msg("kaio_ctx_create(capacity 0) refused without a message");
-}
-
-static void check_refused(int rc, int want, const char *expr, int line)
-{
-	const char *m = kaio_last_error();
-	if ((want == 0 && rc >= 0) || (want != 0 && rc != -want))
-		fail_msg("line %d: %s = %d (%s), expected -%d", line, expr, rc, m ? m : "(null)", want);
-	if (!m || !m[0] || strcmp(m, marker) == 0)
-		fail_msg("line %d: %s refused (%d) without setting its own kaio_last_error() (\"%s\")",
-			 line, expr, rc, m ? m : "(null)");
-}
-
-#define REFUSED(want, expr) do { set_marker(); int rc_ = (expr); \
-	check_refused(rc_, (want), #expr, __LINE__); } while (0)
-
-#define ACCEPTED(expr) do { int rc_ = (expr); if (rc_ != 0) \
-	fail_msg("line %d: %s = %d (%s), expected 0", __LINE__, #expr, rc_, kaio_last_error()); } while (0)
-
 /* Does s contain the decimal number n as a whole token? */
 static int has_number(const char *s, unsigned long n)
 {
@@ -77,7 +44,7 @@ static int has_word(const char *s, const char *w)
 /* The refusal just made must be -EINVAL with an alignment message naming `align` (and ideally the fd). */
 static void check_align_refusal(int rc, uint32_t align, int fd, const char *what, int line)
 {
-	check_refused(rc, EINVAL, what, line);
+	kt_check_refused(rc, EINVAL, 0, what, line);
 	const char *m = kaio_last_error();
 	if (!has_word(m, "aligned"))
 		fail_msg("line %d: %s: message lacks the word \"aligned\": \"%s\"", line, what, m);
@@ -86,7 +53,7 @@ static void check_align_refusal(int rc, uint32_t align, int fd, const char *what
 	if (!has_number(m, (unsigned long)fd))
 		print_message("note: line %d: %s: message does not name fd %d: \"%s\"\n", line, what, fd, m);
 }
-#define ALIGN_REFUSED(align, fd, expr) do { set_marker(); int rc_ = (expr); \
+#define ALIGN_REFUSED(align, fd, expr) do { kt_set_marker(); int rc_ = (expr); \
 	check_align_refusal(rc_, (align), (fd), #expr, __LINE__); } while (0)
 
 static void wait_one(kaio_ctx *ctx, struct kaio_event *ev)

@@ -21,43 +21,6 @@
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static char marker[512];
-
-/* Provoke a known refusal so that a following refusal can be shown to have
- * set its own kaio_last_error() message (success never clears it). */
-static void set_marker(void)
-{
-	kaio_ctx *c = NULL;
-	int rc = kaio_ctx_create(&c, 0, 0);
-	if (rc >= 0) {
-		kaio_ctx_destroy(c);
-		fail_msg("kaio_ctx_create(capacity 0) was accepted");
-	}
-	snprintf(marker, sizeof marker, "%s", kaio_last_error());
-	if (!marker[0])
-		fail_msg("kaio_ctx_create(capacity 0) refused without a message");
-}
-
-static void check_refused(int rc, int want1, int want2, const char *expr, int line)
-{
-	const char *m = kaio_last_error();
-	int ok = (want1 == 0 && rc < 0) || rc == -want1 || (want2 && rc == -want2);
-	if (!ok)
-		fail_msg("line %d: %s = %d (%s), expected -%d%s", line, expr, rc,
-			 m ? m : "(null)", want1, want2 ? " or another listed errno" : "");
-	if (!m || !m[0] || strcmp(m, marker) == 0)
-		fail_msg("line %d: %s refused (%d) without setting its own kaio_last_error() (\"%s\")",
-			 line, expr, rc, m ? m : "(null)");
-}
-
-#define REFUSED(want, expr) do { set_marker(); int rc_ = (expr); \
-	check_refused(rc_, (want), 0, #expr, __LINE__); } while (0)
-#define REFUSED2(w1, w2, expr) do { set_marker(); int rc_ = (expr); \
-	check_refused(rc_, (w1), (w2), #expr, __LINE__); } while (0)
-
-#define ACCEPTED(expr) do { int rc_ = (expr); if (rc_ != 0) \
-	fail_msg("line %d: %s = %d (%s), expected 0", __LINE__, #expr, rc_, kaio_last_error()); } while (0)
-
 /* Records what a release function saw. */
 struct rel {
 	atomic_int count;

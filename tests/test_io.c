@@ -14,43 +14,6 @@
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static char marker[512];
-
-/* Provoke a known refusal so that a following refusal can be shown to have
- * set its own kaio_last_error() message (success never clears it). */
-static void set_marker(void)
-{
-	kaio_ctx *c = NULL;
-	int rc = kaio_ctx_create(&c, 0, 0);
-	if (rc >= 0) {
-		kaio_ctx_destroy(c);
-		fail_msg("kaio_ctx_create(capacity 0) was accepted");
-	}
-	snprintf(marker, sizeof marker, "%s", kaio_last_error());
-	if (!marker[0])
-		fail_msg("kaio_ctx_create(capacity 0) refused without a message");
-}
-
-static void check_refused(int rc, int want1, int want2, const char *expr, int line)
-{
-	const char *m = kaio_last_error();
-	int ok = (want1 == 0 && rc < 0) || rc == -want1 || (want2 && rc == -want2);
-	if (!ok)
-		fail_msg("line %d: %s = %d (%s), expected -%d%s", line, expr, rc,
-			 m ? m : "(null)", want1, want2 ? " or another listed errno" : "");
-	if (!m || !m[0] || strcmp(m, marker) == 0)
-		fail_msg("line %d: %s refused (%d) without setting its own kaio_last_error() (\"%s\")",
-			 line, expr, rc, m ? m : "(null)");
-}
-
-#define REFUSED(want, expr) do { set_marker(); int rc_ = (expr); \
-	check_refused(rc_, (want), 0, #expr, __LINE__); } while (0)
-#define REFUSED2(w1, w2, expr) do { set_marker(); int rc_ = (expr); \
-	check_refused(rc_, (w1), (w2), #expr, __LINE__); } while (0)
-
-#define ACCEPTED(expr) do { int rc_ = (expr); if (rc_ != 0) \
-	fail_msg("line %d: %s = %d (%s), expected 0", __LINE__, #expr, rc_, kaio_last_error()); } while (0)
-
 #define SUBMIT_N(want, ctx, ops, n) do { int rc_ = kaio_submit((ctx), (ops), (n)); if (rc_ != (want)) \
 	fail_msg("line %d: kaio_submit(%s, %u) = %d (%s), expected %d", __LINE__, #ops, (unsigned)(n), \
 		 rc_, kaio_last_error(), (int)(want)); } while (0)
@@ -537,9 +500,9 @@ static void test_submit_bad_k(void **state)
 	/* op 2 misaligned -> 2 accepted; ops+2 -> -EINVAL.  Returning 2 is a
 	 * success, so it leaves kaio_last_error() as it was. */
 	ops[2].len = 100;
-	set_marker();
+	kt_set_marker();
 	SUBMIT_N(2, ctx, ops, 5);
-	if (strcmp(kaio_last_error(), marker) != 0)
+	if (strcmp(kaio_last_error(), kt_marker()) != 0)
 		fail_msg("a partly accepted kaio_submit (a success) changed kaio_last_error() to \"%s\"",
 			 kaio_last_error());
 	assert_int_equal(kaio_ctx_inflight(ctx), 2);
@@ -827,10 +790,10 @@ static void test_rwf_nowait(void **state)
 	kaio_buf *b = kt_buf(4096);
 	struct kaio_op op = op_rw(KAIO_OP_READ, fd, 8192, b, 0, 4096, 1);
 	op.rw_flags = KAIO_RWF_NOWAIT;
-	set_marker();
+	kt_set_marker();
 	int rc = kaio_submit(ctx, &op, 1);
 	if (rc == -EOPNOTSUPP) {
-		check_refused(rc, EOPNOTSUPP, 0, "kaio_submit(NOWAIT read)", __LINE__);
+		kt_check_refused(rc, EOPNOTSUPP, 0, "kaio_submit(NOWAIT read)", __LINE__);
 		print_message("RWF_NOWAIT refused at submission here: %s\n", kaio_last_error());
 	} else {
 		if (rc != 1)
