@@ -22,7 +22,7 @@ thread_local char tl_errno_text[64];
 int fail(int err, const char *fmt, ...)
 {
 	char *buf = tl_messages[0];
-	for (char *candidate = tl_messages[0]; candidate != tl_messages[3]; candidate += kMessageSize) {
+	for (char *candidate : tl_messages) {
 		if (candidate != tl_last && candidate != tl_protected) {
 			buf = candidate;
 			break;
