@@ -88,12 +88,29 @@ static void test_queued_events_wake_blocked_waiter(void **state)
 /* ---- a signal ends a kaio_wait even while another waiter is owed a wake
  * (the wake eventfd stays readable until that waiter returns) ------------ */
 
-static int in_slow_cb; /* atomic: __atomic_* */
+static int in_slow_cb;  /* atomic: __atomic_* */
+static int release_cb;  /* atomic: the test lets the callback return */
 static void slow_cb(const struct kaio_event *ev)
 {
 	__atomic_store_n(&in_slow_cb, 1, __ATOMIC_SEQ_CST);
-	usleep(600000);
+	/* stay in the callback (so the wake stays owed) until the test is done
+	 * with the second waiter, however slowly it runs (valgrind) */
+	for (int i = 0; i < 10000 && !__atomic_load_n(&release_cb, __ATOMIC_SEQ_CST); i++)
+		usleep(1000);
 	__atomic_store_n(&in_slow_cb, 2, __ATOMIC_SEQ_CST);
+}
+
+struct signalled_waiter {
+	struct waiter w;
+	int done; /* atomic */
+};
+
+static void *signalled_wait_thread(void *arg)
+{
+	struct signalled_waiter *sw = arg;
+	wait_thread(&sw->w);
+	__atomic_store_n(&sw->done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
 }
 
 static void *owed_waiter(void *arg)
@@ -117,6 +134,7 @@ static void test_signal_ends_wait_while_wake_owed(void **state)
 	kaio_ctx *ctx = kt_ctx(8, 0);
 	pthread_t a, b;
 	__atomic_store_n(&in_slow_cb, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&release_cb, 0, __ATOMIC_SEQ_CST);
 	assert_int_equal(pthread_create(&a, NULL, owed_waiter, ctx), 0);
 	usleep(30000);
 	kaio_buf *buf = kt_buf(4096);
@@ -125,16 +143,24 @@ static void test_signal_ends_wait_while_wake_owed(void **state)
 	while (!__atomic_load_n(&in_slow_cb, __ATOMIC_SEQ_CST))
 		usleep(1000);
 	assert_int_equal(kaio_ctx_wake(ctx), 0); /* owed to a, busy in its callback */
-	struct waiter w = {ctx, 3000, 0, 0, 0};
-	assert_int_equal(pthread_create(&b, NULL, wait_thread, &w), 0);
-	usleep(100000);
-	pthread_kill(b, SIGUSR1);
+	struct signalled_waiter sw = {{ctx, 3000, 0, 0, 0}, 0};
+	assert_int_equal(pthread_create(&b, NULL, signalled_wait_thread, &sw), 0);
+	/* Signal b until it returns: a signal that lands before b is asleep
+	 * is lost, so one is not enough on a slow machine. The bug this guards
+	 * against swallowed every signal while the wake was owed, so b would
+	 * sleep its whole 3 s timeout and return 0. */
+	for (int i = 0; i < 125 && !__atomic_load_n(&sw.done, __ATOMIC_SEQ_CST); i++) {
+		pthread_kill(b, SIGUSR1);
+		usleep(20000);
+	}
 	pthread_join(b, NULL);
+	int still_owed = __atomic_load_n(&in_slow_cb, __ATOMIC_SEQ_CST) == 1;
+	__atomic_store_n(&release_cb, 1, __ATOMIC_SEQ_CST);
 	pthread_join(a, NULL);
 	sigaction(SIGUSR1, &old, NULL);
-	if (w.rc != -EINTR || w.seconds > 0.45)
-		fail_msg("kaio_wait returned %d after %.2f s; a signal should end it with -EINTR at once",
-			 w.rc, w.seconds);
+	if (sw.w.rc != -EINTR || !still_owed)
+		fail_msg("kaio_wait returned %d after %.2f s (wake still owed: %d); a signal should end it with -EINTR",
+			 sw.w.rc, sw.w.seconds, still_owed);
 	assert_int_equal(kaio_ctx_destroy(ctx), 0);
 }
 
