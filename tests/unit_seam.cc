@@ -131,6 +131,12 @@ int __wrap_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct 
 	}
 	return __real_kaio_sys_io_getevents(ctx, min_nr, nr, events, timeout);
 }
+
+long __real_kaio_sys_eventfd_read(int fd, uint64_t *value);
+long __wrap_kaio_sys_eventfd_read(int fd, uint64_t *value)
+{
+	return __real_kaio_sys_eventfd_read(fd, value);
+}
 }
 
 namespace {
