@@ -53,6 +53,10 @@ typedef struct kaio_ctx kaio_ctx;
 
 KAIO_EXPORT int kaio_ctx_create(kaio_ctx **out, unsigned capacity,
                                 unsigned flags);
+/* Destroy must be the last call on a context, with one allowance: threads
+ * still inside kaio_poll, kaio_wait or kaio_ctx_wake are made to return
+ * (a wait with what it has copied, possibly 0) and waited for before the
+ * drain; such calls made while destroy runs return -ESHUTDOWN. */
 KAIO_EXPORT int kaio_ctx_destroy(kaio_ctx *ctx);
 KAIO_EXPORT int kaio_ctx_fd(const kaio_ctx *ctx);
 KAIO_EXPORT int kaio_ctx_wake(kaio_ctx *ctx);

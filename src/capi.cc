@@ -3,6 +3,7 @@
 // -errno plus a kaio_last_error() sentence, and lets no C++ exception out.
 #include <cerrno>
 #include <climits>
+#include <ctime>
 
 #include "kaio.h"
 
@@ -66,6 +67,33 @@ Context *enter(const kaio_ctx *h, const char *fn, int *rc)
 		return nullptr;
 	}
 	return h->impl;
+}
+
+// Counts a kaio_poll/kaio_wait/kaio_ctx_wake caller so that a concurrent
+// kaio_ctx_destroy waits for it before freeing the context.  Entered after
+// enter() (or ctx_live) succeeded; ok() is false once destroy has begun.
+// Dekker-style: the caller increments then reads `closing`; destroy sets
+// `closing` then reads the count (both seq_cst), so one sees the other.
+class CallerGuard {
+public:
+	explicit CallerGuard(kaio_ctx *h) : h_(h)
+	{
+		h_->callers.fetch_add(1, std::memory_order_seq_cst);
+		ok_ = !h_->closing.load(std::memory_order_seq_cst);
+	}
+	~CallerGuard() { h_->callers.fetch_sub(1, std::memory_order_seq_cst); }
+	CallerGuard(const CallerGuard &) = delete;
+	CallerGuard &operator=(const CallerGuard &) = delete;
+	bool ok() const { return ok_; }
+
+private:
+	kaio_ctx *h_;
+	bool ok_;
+};
+
+int shutting_down(const char *fn)
+{
+	return fail(ESHUTDOWN, "%s: the context is being destroyed by another thread", fn);
 }
 
 int internal_error(const char *fn)
@@ -166,6 +194,19 @@ KAIO_API int kaio_ctx_destroy(kaio_ctx *ctx)
 		if (c->delivering_on_this_thread())
 			return fail(EBUSY, "kaio_ctx_destroy: called from a callback or release function "
 			                   "running on this context; destroy it from outside");
+		bool was = false;
+		if (!ctx->closing.compare_exchange_strong(was, true, std::memory_order_seq_cst))
+			return fail(EBUSY, "kaio_ctx_destroy: another thread is already destroying this "
+			                   "context");
+		// From here submissions return -ESHUTDOWN.  Threads still inside
+		// kaio_poll/kaio_wait/kaio_ctx_wake are made to return (a wait is
+		// woken again until it has noticed) before anything is torn down.
+		c->begin_shutdown();
+		for (unsigned spins = 0; ctx->callers.load(std::memory_order_seq_cst) > 0; spins++) {
+			c->wake();
+			struct timespec ts = {0, spins < 10 ? 100000L : 1000000L};
+			nanosleep(&ts, nullptr);
+		}
 		try {
 			c->drain_for_destroy();
 		} catch (...) {
@@ -196,6 +237,10 @@ KAIO_API int kaio_ctx_wake(kaio_ctx *ctx)
 	if (in_forked_child(ctx))
 		return kaio::fail_fixed(ECHILD, "kaio_ctx_wake: this context belongs to the parent "
 		                                "process; after fork() the child must create its own");
+	CallerGuard guard(ctx);
+	if (!guard.ok())
+		return kaio::fail_fixed(ESHUTDOWN, "kaio_ctx_wake: the context is being destroyed "
+		                                   "(its waiters are being woken)");
 	return ctx->impl->wake();
 }
 
@@ -369,6 +414,9 @@ KAIO_API int kaio_poll(kaio_ctx *ctx, struct kaio_event *events, unsigned max)
 	Context *c = enter(ctx, "kaio_poll", &rc);
 	if (!c)
 		return rc;
+	CallerGuard guard(ctx);
+	if (!guard.ok() && !c->delivering_on_this_thread()) // from a callback: -EBUSY below
+		return shutting_down("kaio_poll");
 	if (max > INT_MAX)
 		return fail(EINVAL, "kaio_poll: max %u is above INT_MAX", max);
 	if (!events && max)
@@ -387,6 +435,9 @@ KAIO_API int kaio_wait(kaio_ctx *ctx, struct kaio_event *events, unsigned min, u
 	Context *c = enter(ctx, "kaio_wait", &rc);
 	if (!c)
 		return rc;
+	CallerGuard guard(ctx);
+	if (!guard.ok() && !c->delivering_on_this_thread()) // from a callback: -EBUSY below
+		return shutting_down("kaio_wait");
 	if (max > INT_MAX || min > INT_MAX)
 		return fail(EINVAL, "kaio_wait: %s %u is above INT_MAX", max > INT_MAX ? "max" : "min",
 		            max > INT_MAX ? max : min);

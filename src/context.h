@@ -64,6 +64,8 @@ public:
 	int poll(struct kaio_event *events, unsigned max);
 	int wait(struct kaio_event *events, unsigned min, unsigned max, int timeout_ms);
 	int wake();
+	// Refuses submissions from now on (-ESHUTDOWN).
+	void begin_shutdown() { shutting_down_.store(true, std::memory_order_seq_cst); }
 	// Drains (see the contract) and tears down; the caller frees the object.
 	void drain_for_destroy();
 	// In a forked child: frees memory only.
@@ -146,4 +148,8 @@ struct kaio_ctx {
 	std::atomic<uint32_t> magic{0};
 	unsigned fork_gen = 0;
 	kaio::Context *impl = nullptr;
+	// Threads inside kaio_poll, kaio_wait or kaio_ctx_wake: kaio_ctx_destroy
+	// sets `closing`, wakes them and waits for the count to reach zero.
+	std::atomic<unsigned> callers{0};
+	std::atomic<bool> closing{false};
 };

@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -960,6 +962,530 @@ static void test_fork_child_own_context(void **state)
 	EXPECT_RC(kaio_ctx_destroy(parent), 0);
 }
 
+/* ---- fork() while threads do I/O ----------------------------------------------- */
+
+/* Four threads write 4 KiB blocks (a pattern naming thread, round and
+ * offset) into their own regions of one O_DIRECT file through one shared
+ * context, reap, read back and verify, while the main thread forks.  Threads
+ * 0 and 1 submit with callbacks, 2 and 3 without; threads 0 and 2 reap with
+ * kaio_wait, 1 and 3 with poll(2) on kaio_ctx_fd plus kaio_poll.  Whichever
+ * thread reaps an operation records it in the owner's slot (so another
+ * thread's events are never lost), and kicks the owner with kaio_ctx_wake.
+ * Worker threads never call cmocka: the first problem is recorded in
+ * ft_msg and the main thread fails after joining them. */
+#define FT_THREADS 4
+#define FT_BATCH 4    /* writes, then reads, in flight per thread at once */
+#define FT_BLOCKS 16  /* 4 KiB blocks in each thread's region */
+#define FT_FORKS 20
+#define FT_REGION ((uint64_t)FT_BLOCKS * BLK)
+
+/* One operation in a thread's batch; reused round after round, so every
+ * field describes the operation whose user_data is in `expect`. */
+struct ft_slot {
+	_Atomic uint64_t expect;
+	atomic_int delivered;
+	atomic_int released; /* writes: the wrapped buffer's release */
+	atomic_int done;     /* set (release) after the fields below */
+	int64_t res;
+	uint64_t offset;
+	int32_t fd;
+	uint32_t op;
+	int had_buf; /* the event carried a buffer */
+};
+
+struct ft_thread {
+	int tid;
+	int use_cb;   /* submit with callbacks */
+	int use_wait; /* reap with kaio_wait (else poll(2) + kaio_poll) */
+	pthread_t th;
+	kaio_buf *arena; /* kaio_buf_alloc memory the writes are wrapped over */
+	struct ft_slot w[FT_BATCH], r[FT_BATCH];
+	atomic_long rounds;
+	long last_seq[FT_BLOCKS]; /* round that last wrote each block, or -1 */
+};
+
+static struct ft_thread ft_th[FT_THREADS];
+static kaio_ctx *ft_ctx;
+static int ft_fd = -1;
+static int ft_efd = -1;
+static atomic_int ft_stop;
+static atomic_int ft_failed;
+static char ft_msg[512];
+static atomic_long ft_submitted, ft_delivered, ft_writes, ft_releases;
+static _Thread_local int ft_self = -1;
+
+static void ft_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void ft_error(const char *fmt, ...)
+{
+	if (atomic_exchange(&ft_failed, 1) == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(ft_msg, sizeof ft_msg, fmt, ap);
+		va_end(ap);
+	}
+	atomic_store(&ft_stop, 1);
+}
+
+static uint64_t ft_ud(int tid, int kind, int idx, long seq)
+{
+	return (uint64_t)tid << 56 | (uint64_t)kind << 48 | (uint64_t)idx << 40 | (uint64_t)seq;
+}
+
+static struct ft_slot *ft_slot_of(uint64_t ud)
+{
+	unsigned tid = (unsigned)(ud >> 56), kind = (unsigned)(ud >> 48) & 0xff, idx = (unsigned)(ud >> 40) & 0xff;
+	if (tid >= FT_THREADS || kind > 1 || idx >= FT_BATCH)
+		return NULL;
+	return kind ? &ft_th[tid].r[idx] : &ft_th[tid].w[idx];
+}
+
+static uint64_t ft_word(int tid, long seq, uint64_t off)
+{
+	return off * 0x9E3779B97F4A7C15ull ^ (uint64_t)(tid + 1) << 58 ^ (uint64_t)seq << 24 ^ 0x666f726bull;
+}
+
+static void ft_fill(void *p, int tid, long seq, uint64_t off)
+{
+	uint64_t *w = p;
+	for (size_t i = 0; i < BLK / 8; i++)
+		w[i] = ft_word(tid, seq, off + 8 * i);
+}
+
+/* 0 if p holds the block written by (tid, seq) at off, else 1 + the index
+ * of the first wrong word. */
+static size_t ft_check(const void *p, int tid, long seq, uint64_t off)
+{
+	const uint64_t *w = p;
+	for (size_t i = 0; i < BLK / 8; i++)
+		if (w[i] != ft_word(tid, seq, off + 8 * i))
+			return i + 1;
+	return 0;
+}
+
+static void ft_kick(uint64_t ud)
+{
+	if ((int)(ud >> 56) != ft_self)
+		kaio_ctx_wake(ft_ctx); /* the owner may be blocked in kaio_wait */
+}
+
+/* A delivery, by callback or event, on whichever thread reaped it. */
+static void ft_record(const struct kaio_event *ev)
+{
+	struct ft_slot *s = ft_slot_of(ev->user_data);
+	if (!s || atomic_load(&s->expect) != ev->user_data) {
+		ft_error("delivery of user_data %#llx, which no operation in flight has (a stale or duplicate delivery)",
+			 (unsigned long long)ev->user_data);
+		return;
+	}
+	if (atomic_fetch_add(&s->delivered, 1) != 0) {
+		ft_error("user_data %#llx delivered twice", (unsigned long long)ev->user_data);
+		return;
+	}
+	s->res = ev->res;
+	s->offset = ev->offset;
+	s->fd = ev->fd;
+	s->op = ev->op;
+	s->had_buf = ev->buf != NULL;
+	if (ev->ctx != ft_ctx)
+		ft_error("an event names context %p, not %p", (void *)ev->ctx, (void *)ft_ctx);
+	atomic_fetch_add(&ft_delivered, 1);
+	atomic_store_explicit(&s->done, 1, memory_order_release);
+}
+
+static void ft_cb(const struct kaio_event *ev)
+{
+	ft_record(ev);
+	ft_kick(ev->user_data);
+}
+
+static void ft_release(void *data, size_t len, void *opaque)
+{
+	struct ft_slot *s = opaque;
+	if (len != BLK)
+		ft_error("a release saw length %zu", len);
+	if (atomic_fetch_add(&s->released, 1) != 0)
+		ft_error("the buffer of user_data %#llx was released twice", (unsigned long long)atomic_load(&s->expect));
+	atomic_fetch_add(&ft_releases, 1);
+	ft_kick(atomic_load(&s->expect));
+}
+
+/* Reap (with this thread's API) until the n slots are done (and, for
+ * writes, released).  Returns 0, or -1 after recording an error. */
+static int ft_reap_until(struct ft_thread *t, struct ft_slot *slots, int n, int writes)
+{
+	const int64_t deadline = kt_now_ms() + 30000;
+	for (;;) {
+		int all = 1;
+		for (int i = 0; i < n; i++)
+			if (!atomic_load_explicit(&slots[i].done, memory_order_acquire) ||
+			    (writes && atomic_load(&slots[i].released) == 0))
+				all = 0;
+		if (all)
+			return 0;
+		if (atomic_load(&ft_failed))
+			return -1;
+		if (kt_now_ms() > deadline) {
+			ft_error("thread %d round %ld: its %s not delivered within 30 s (%u in flight)", t->tid,
+				 atomic_load(&t->rounds),
+				 writes ? "writes were" : "reads were", kaio_ctx_inflight(ft_ctx));
+			return -1;
+		}
+		struct kaio_event ev[8];
+		int rc;
+		if (t->use_wait) {
+			rc = kaio_wait(ft_ctx, ev, 1, 8, 50);
+		} else {
+			struct pollfd p = { .fd = ft_efd, .events = POLLIN };
+			(void)poll(&p, 1, 20);
+			rc = kaio_poll(ft_ctx, ev, 8);
+		}
+		if (rc < 0) {
+			ft_error("thread %d: %s = %d (%s)", t->tid, t->use_wait ? "kaio_wait" : "kaio_poll", rc,
+				 kaio_last_error());
+			return -1;
+		}
+		for (int k = 0; k < rc; k++) {
+			ft_record(&ev[k]);
+			kaio_buf_unref(ev[k].buf); /* the event's reference: a write's runs its release */
+			ft_kick(ev[k].user_data);
+		}
+	}
+}
+
+/* Make slot s ready for the operation ud, after checking that its previous
+ * operation was delivered once (and its buffer released once). */
+static int ft_reuse(struct ft_thread *t, struct ft_slot *s, uint64_t ud, int write)
+{
+	if (atomic_load(&t->rounds) > 0) {
+		int d = atomic_load(&s->delivered), r = atomic_load(&s->released);
+		if (d != 1 || (write && r != 1)) {
+			ft_error("user_data %#llx: delivered %d times, buffer released %d times",
+				 (unsigned long long)atomic_load(&s->expect), d, r);
+			return -1;
+		}
+	}
+	atomic_store(&s->done, 0);
+	atomic_store(&s->delivered, 0);
+	atomic_store(&s->released, 0);
+	atomic_store(&s->expect, ud);
+	return 0;
+}
+
+static void *ft_worker(void *arg)
+{
+	struct ft_thread *t = arg;
+	ft_self = t->tid;
+	const uint64_t base = (uint64_t)t->tid * FT_REGION;
+	char *arena = kaio_buf_data(t->arena);
+	kaio_buf *rb[FT_BATCH];
+	uint64_t off[FT_BATCH];
+	while (!atomic_load(&ft_stop)) {
+		const long seq = atomic_load(&t->rounds);
+		for (int i = 0; i < FT_BATCH; i++) {
+			const int blk = (int)((seq * FT_BATCH + i) % FT_BLOCKS);
+			off[i] = base + (uint64_t)blk * BLK;
+			const uint64_t ud = ft_ud(t->tid, 0, i, seq);
+			if (ft_reuse(t, &t->w[i], ud, 1) < 0)
+				return NULL;
+			ft_fill(arena + (size_t)i * BLK, t->tid, seq, off[i]);
+			kaio_buf *h = NULL;
+			int rc = kaio_buf_wrap(&h, arena + (size_t)i * BLK, BLK, ft_release, &t->w[i]);
+			if (rc != 0) {
+				ft_error("thread %d: kaio_buf_wrap = %d (%s)", t->tid, rc, kaio_last_error());
+				return NULL;
+			}
+			rc = kaio_write(ft_ctx, ft_fd, off[i], h, 0, BLK, t->use_cb ? ft_cb : NULL, ud);
+			kaio_buf_unref(h); /* the operation holds its own */
+			if (rc != 0) {
+				ft_error("thread %d: kaio_write = %d (%s)", t->tid, rc, kaio_last_error());
+				return NULL;
+			}
+			atomic_fetch_add(&ft_submitted, 1);
+			atomic_fetch_add(&ft_writes, 1);
+			t->last_seq[blk] = seq;
+		}
+		if (ft_reap_until(t, t->w, FT_BATCH, 1) < 0)
+			return NULL;
+		for (int i = 0; i < FT_BATCH; i++) {
+			const struct ft_slot *s = &t->w[i];
+			if (s->res != BLK || s->offset != off[i] || s->fd != ft_fd || s->op != KAIO_OP_WRITE || !s->had_buf) {
+				ft_error("thread %d round %ld: write %d delivered res %lld offset %llu fd %d op %u (buf %d)", t->tid,
+					 seq, i, (long long)s->res, (unsigned long long)s->offset, s->fd, s->op, s->had_buf);
+				return NULL;
+			}
+		}
+		for (int i = 0; i < FT_BATCH; i++) {
+			const uint64_t ud = ft_ud(t->tid, 1, i, seq);
+			if (ft_reuse(t, &t->r[i], ud, 0) < 0)
+				return NULL;
+			rb[i] = NULL;
+			int rc = kaio_buf_alloc(&rb[i], BLK, 0);
+			if (rc == 0)
+				rc = kaio_read(ft_ctx, ft_fd, off[i], rb[i], 0, BLK, t->use_cb ? ft_cb : NULL, ud);
+			if (rc != 0) {
+				ft_error("thread %d: kaio_buf_alloc/kaio_read = %d (%s)", t->tid, rc, kaio_last_error());
+				return NULL;
+			}
+			atomic_fetch_add(&ft_submitted, 1);
+		}
+		int ok = ft_reap_until(t, t->r, FT_BATCH, 0) == 0;
+		for (int i = 0; ok && i < FT_BATCH; i++) {
+			const struct ft_slot *s = &t->r[i];
+			size_t bad = ft_check(kaio_buf_data(rb[i]), t->tid, seq, off[i]);
+			if (s->res != BLK || s->offset != off[i] || s->op != KAIO_OP_READ || bad) {
+				ft_error("thread %d round %ld: read %d at %llu delivered res %lld op %u; data %s (word %zu)",
+					 t->tid, seq, i, (unsigned long long)off[i], (long long)s->res, s->op,
+					 bad ? "CORRUPT" : "ok", bad ? bad - 1 : 0);
+				ok = 0;
+			}
+		}
+		for (int i = 0; i < FT_BATCH; i++)
+			kaio_buf_unref(rb[i]); /* an event path dropped the operation's; this is ours */
+		if (!ok)
+			return NULL;
+		atomic_fetch_add(&t->rounds, 1);
+	}
+	return NULL;
+}
+
+static void ft_count_release(void *data, size_t len, void *opaque)
+{
+	(*(int *)opaque)++;
+}
+
+static const char *const ft_child_checks[] = {
+	"ok",
+	"kaio_buf_alloc failed in the child",
+	"kaio_read on the parent's context did not return -ECHILD",
+	"kaio_write on the parent's context did not return -ECHILD",
+	"kaio_submit on the parent's context did not return -ECHILD",
+	"kaio_sync on the parent's context did not return -ECHILD",
+	"kaio_poll on the parent's context did not return -ECHILD",
+	"kaio_wait (100 ms) on the parent's context did not return -ECHILD",
+	"kaio_wait (no limit) on the parent's context did not return -ECHILD",
+	"kaio_ctx_fd on the parent's context did not return -ECHILD",
+	"kaio_ctx_wake on the parent's context did not return -ECHILD",
+	"kaio_ctx_forget_fd on the parent's context did not return -ECHILD",
+	"kaio_ctx_capacity on the parent's context is not 0",
+	"kaio_ctx_inflight on the parent's context is not 0 (the parent had I/O in flight)",
+	"kaio_buf_wrap/kaio_buf_unref in the child did not run the release exactly once",
+	"kaio_ctx_destroy of the parent's context did not return 0",
+	"kaio_ctx_destroy in the child ran a callback or a release function, or delivered something",
+	"an -ECHILD refusal left kaio_last_error() empty",
+	"the child could not create, use and destroy a context of its own",
+};
+
+/* In the child: only this thread exists; the others' operations are the
+ * parent's. */
+static int ft_child(kaio_ctx *ctx)
+{
+	const long deliv0 = atomic_load(&ft_delivered), rel0 = atomic_load(&ft_releases);
+	kaio_buf *b = NULL;
+	if (kaio_buf_alloc(&b, BLK, 0) != 0)
+		return 1;
+	CHILD_EXPECT_ECHILD(2, kaio_read(ctx, ft_fd, 0, b, 0, BLK, ft_cb, ft_ud(0, 1, 0, 0)));
+	CHILD_EXPECT_ECHILD(3, kaio_write(ctx, ft_fd, 0, b, 0, BLK, NULL, 1));
+	struct kaio_op op = { .op = KAIO_OP_READ, .fd = ft_fd, .len = BLK, .user_data = 2, .buf = b };
+	CHILD_EXPECT_ECHILD(4, kaio_submit(ctx, &op, 1));
+	CHILD_EXPECT_ECHILD(5, kaio_sync(ctx, ft_fd, KAIO_SYNC_DATA, NULL, 3));
+	struct kaio_event ev[4];
+	CHILD_EXPECT_ECHILD(6, kaio_poll(ctx, ev, 4));
+	CHILD_EXPECT_ECHILD(7, kaio_wait(ctx, ev, 1, 4, 100));
+	CHILD_EXPECT_ECHILD(8, kaio_wait(ctx, NULL, 1, 0, -1));
+	CHILD_EXPECT_ECHILD(9, kaio_ctx_fd(ctx));
+	CHILD_EXPECT_ECHILD(10, kaio_ctx_wake(ctx));
+	CHILD_EXPECT_ECHILD(11, kaio_ctx_forget_fd(ctx, ft_fd));
+	if (kaio_ctx_capacity(ctx) != 0)
+		return 12;
+	if (kaio_ctx_inflight(ctx) != 0)
+		return 13;
+	/* The handle pool, which the parent's threads were using at the fork. */
+	static char mem[64];
+	int runs = 0;
+	kaio_buf *w = NULL;
+	if (kaio_buf_wrap(&w, mem, sizeof mem, ft_count_release, &runs) != 0)
+		return 14;
+	kaio_buf_unref(w);
+	if (runs != 1)
+		return 14;
+	kaio_buf_unref(b);
+	if (kaio_ctx_destroy(ctx) != 0)
+		return 15;
+	if (atomic_load(&ft_delivered) != deliv0 || atomic_load(&ft_releases) != rel0)
+		return 16;
+	/* Nothing the parent's threads held at the fork wedges the child. */
+	kaio_ctx *own = NULL;
+	if (kaio_ctx_create(&own, 4, 0) != 0 || kaio_buf_alloc(&b, BLK, 0) != 0)
+		return 18;
+	if (kaio_read(own, ft_fd, FT_REGION, b, 0, BLK, NULL, 9) != 0 || kaio_wait(own, ev, 1, 1, 10000) != 1 ||
+	    ev[0].res != BLK || ev[0].user_data != 9)
+		return 18;
+	kaio_buf_unref(ev[0].buf);
+	kaio_buf_unref(b);
+	if (kaio_ctx_destroy(own) != 0)
+		return 18;
+	return 0;
+}
+
+/* Contract (fork section): "After fork(), a child's calls on the parent's
+ * context return -ECHILD (kaio_ctx_fd too; kaio_ctx_capacity and
+ * kaio_ctx_inflight return 0); they never touch the parent's kernel context,
+ * and kaio_ctx_destroy in the child returns 0, frees only the child's memory
+ * and runs no release functions" -- here with the child forked while four
+ * threads have I/O in flight on that context and churn the handle pool.  And
+ * (buffers, threads): "kaio_buf_alloc ... marked MADV_DONTFORK so a fork()
+ * during I/O cannot corrupt it", "Each completion is delivered exactly once,
+ * whichever thread reaps": in the parent, every write and read across the 20
+ * forks is delivered once with the right result, every read-back matches what
+ * was written, every wrapped buffer's release runs once, inflight ends at 0
+ * and kaio_ctx_destroy returns 0.  Catches: fork detection missing or per
+ * thread (the child reaps or submits on the parent's queue), a child's
+ * destroy running the parent's releases/callbacks, atfork handling that
+ * leaves a pool lock held in the child (the child dies of its alarm), lost or
+ * duplicated completions in the parent around fork(). */
+static void test_fork_while_threads_do_io(void **state)
+{
+	ft_ctx = kt_ctx(64, 0);
+	ft_efd = kaio_ctx_fd(ft_ctx);
+	assert_true(ft_efd >= 0);
+	/* One more region past the threads' for the child's own read. */
+	ft_fd = kt_make_file("fork-threads.dat", (FT_THREADS + 1) * FT_REGION, O_RDWR | O_DIRECT);
+	atomic_store(&ft_stop, 0);
+	atomic_store(&ft_failed, 0);
+	ft_msg[0] = '\0';
+	atomic_store(&ft_submitted, 0);
+	atomic_store(&ft_delivered, 0);
+	atomic_store(&ft_writes, 0);
+	atomic_store(&ft_releases, 0);
+	memset(ft_th, 0, sizeof ft_th);
+	for (int i = 0; i < FT_THREADS; i++) {
+		struct ft_thread *t = &ft_th[i];
+		t->tid = i;
+		t->use_cb = i < 2;
+		t->use_wait = i % 2 == 0;
+		t->arena = kt_buf(FT_BATCH * BLK);
+		for (int b = 0; b < FT_BLOCKS; b++)
+			t->last_seq[b] = -1;
+	}
+	for (int i = 0; i < FT_THREADS; i++)
+		assert_int_equal(pthread_create(&ft_th[i].th, NULL, ft_worker, &ft_th[i]), 0);
+
+	/* Every thread under way before the first fork. */
+	int64_t deadline = kt_now_ms() + 30000;
+	for (int i = 0; i < FT_THREADS && !atomic_load(&ft_failed); i++)
+		while (atomic_load(&ft_th[i].rounds) < 2 && !atomic_load(&ft_failed) &&
+		       kt_now_ms() < deadline)
+			kt_sleep_ms(1);
+
+	int child_code[FT_FORKS], child_status[FT_FORKS];
+	int forks = 0, forks_in_flight = 0;
+	for (; forks < FT_FORKS && !atomic_load(&ft_failed); forks++) {
+		/* Fork with operations in flight (wait up to 200 ms for some). */
+		const int64_t until = kt_now_ms() + 200;
+		while (kaio_ctx_inflight(ft_ctx) == 0 && kt_now_ms() < until)
+			sched_yield();
+		if (kaio_ctx_inflight(ft_ctx) > 0)
+			forks_in_flight++;
+		struct reporting_child c = fork_reporting();
+		if (c.pid == 0) {
+			child_init();
+			child_exit(ft_child(ft_ctx));
+		}
+		/* Collect without failing: the threads must be stopped first. */
+		int st = 0;
+		const int64_t cdl = kt_now_ms() + 30000;
+		pid_t r;
+		while ((r = waitpid(c.pid, &st, WNOHANG)) == 0 && kt_now_ms() < cdl)
+			kt_sleep_ms(2);
+		if (r != c.pid) {
+			kill(c.pid, SIGKILL);
+			waitpid(c.pid, &st, 0);
+		}
+		unsigned char code = 255;
+		if (read(c.rfd, &code, 1) != 1)
+			code = 255; /* crashed, or killed by its alarm: deadlocked */
+		close(c.rfd);
+		child_code[forks] = code;
+		child_status[forks] = st;
+		kt_sleep_ms(3);
+	}
+	atomic_store(&ft_stop, 1);
+	for (int i = 0; i < FT_THREADS; i++)
+		assert_int_equal(pthread_join(ft_th[i].th, NULL), 0);
+
+	long rounds = 0;
+	for (int i = 0; i < FT_THREADS; i++)
+		rounds += atomic_load(&ft_th[i].rounds);
+	print_message("# %d forks (%d with operations in flight), %ld rounds, %ld operations\n", forks,
+		      forks_in_flight, rounds, atomic_load(&ft_submitted));
+	if (atomic_load(&ft_failed)) {
+		kaio_ctx_destroy(ft_ctx);
+		fail_msg("%s", ft_msg);
+	}
+	for (int i = 0; i < forks; i++) {
+		if (child_code[i] == 255) {
+			kaio_ctx_destroy(ft_ctx);
+			if (WIFSIGNALED(child_status[i]))
+				fail_msg("child %d died of signal %d before reporting (SIGALRM: deadlocked)", i,
+					 WTERMSIG(child_status[i]));
+			fail_msg("child %d ended (status %#x) without reporting", i, child_status[i]);
+		}
+		if (child_code[i] != 0) {
+			kaio_ctx_destroy(ft_ctx);
+			const size_t n = sizeof ft_child_checks / sizeof ft_child_checks[0];
+			fail_msg("in child %d: %s", i,
+				 (size_t)child_code[i] < n ? ft_child_checks[child_code[i]] : "unknown failure");
+		}
+	}
+	if (forks_in_flight == 0)
+		fail_msg("no fork happened with an operation in flight (the threads never had one?)");
+
+	/* Exactly once, everything back. */
+	assert_int_equal(kaio_ctx_inflight(ft_ctx), 0);
+	struct kaio_event ev[4];
+	EXPECT_RC(kaio_poll(ft_ctx, ev, 4), 0);
+	if (atomic_load(&ft_delivered) != atomic_load(&ft_submitted))
+		fail_msg("%ld operations submitted, %ld delivered", atomic_load(&ft_submitted), atomic_load(&ft_delivered));
+	if (atomic_load(&ft_releases) != atomic_load(&ft_writes))
+		fail_msg("%ld wrapped write buffers, %ld releases", atomic_load(&ft_writes), atomic_load(&ft_releases));
+	for (int i = 0; i < FT_THREADS; i++) {
+		for (int k = 0; k < FT_BATCH; k++) {
+			const struct ft_slot *w = &ft_th[i].w[k], *r = &ft_th[i].r[k];
+			if (atomic_load(&w->delivered) != 1 || atomic_load(&w->released) != 1 ||
+			    atomic_load(&r->delivered) != 1)
+				fail_msg("thread %d's last round, op %d: write delivered %d times (released %d), read %d times",
+					 i, k, atomic_load(&w->delivered), atomic_load(&w->released),
+					 atomic_load(&r->delivered));
+		}
+	}
+
+	/* The file holds each block's last write. */
+	const size_t all = FT_THREADS * FT_REGION;
+	kaio_buf *chk = kt_buf(all);
+	EXPECT_RC(kaio_read(ft_ctx, ft_fd, 0, chk, 0, all, NULL, 7), 0);
+	kt_wait_n(ft_ctx, ev, 1);
+	assert_int_equal(ev[0].res, all);
+	kaio_buf_unref(ev[0].buf);
+	for (int i = 0; i < FT_THREADS; i++) {
+		for (int b = 0; b < FT_BLOCKS; b++) {
+			const uint64_t off = (uint64_t)i * FT_REGION + (uint64_t)b * BLK;
+			const char *p = (const char *)kaio_buf_data(chk) + off;
+			size_t bad = ft_th[i].last_seq[b] < 0 ? kt_check(p, BLK, off)
+							      : ft_check(p, i, ft_th[i].last_seq[b], off);
+			if (bad)
+				fail_msg("thread %d block %d (file offset %llu): wrong data at word %zu after the run", i, b,
+					 (unsigned long long)off, bad - 1);
+		}
+	}
+	kaio_buf_unref(chk);
+	EXPECT_RC(kaio_ctx_destroy(ft_ctx), 0);
+	ft_ctx = NULL;
+	for (int i = 0; i < FT_THREADS; i++)
+		kaio_buf_unref(ft_th[i].arena);
+	close(ft_fd);
+	ft_fd = -1;
+}
+
 /* ---- destroy frees everything ------------------------------------------------------- */
 
 static void noop_cb(const struct kaio_event *ev)
@@ -1093,6 +1619,7 @@ int main(void)
 		cmocka_unit_test(test_fork_with_io_in_flight),
 		cmocka_unit_test(test_fork_alloc_memory_absent),
 		cmocka_unit_test(test_fork_child_own_context),
+		cmocka_unit_test(test_fork_while_threads_do_io),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

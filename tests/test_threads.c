@@ -956,6 +956,151 @@ static void test_callbacks_hold_no_lock(void **state)
 	sem_destroy(&nl.done);
 }
 
+/* ---- destroy while other threads are mid-reap ---------------------------------
+ * Documented in kaio.h: kaio_ctx_destroy may run while other threads are
+ * inside kaio_poll, kaio_wait or kaio_ctx_wake; it makes them return (a wait
+ * with what it copied, possibly 0), waits for them, then drains as usual;
+ * calls that start while it runs get -ESHUTDOWN, and after it the dead handle
+ * is refused (-EINVAL).  Every operation is delivered at most once, each
+ * with a callback exactly once, and every buffer is released exactly once. */
+
+enum { DR_OPS = 48, DR_CAP = 64, DR_WAITERS = 2, DR_POLLERS = 1, DR_WAKERS = 1 };
+
+static kaio_ctx *dr_ctx;
+static atomic_int dr_cb[DR_OPS];
+static atomic_int dr_ev[DR_OPS];
+static atomic_int dr_rel[DR_OPS];
+static atomic_int dr_started;
+
+static void dr_release(void *data, size_t len, void *opaque)
+{
+	(void)len;
+	atomic_fetch_add(&dr_rel[(uintptr_t)opaque], 1);
+	free(data);
+}
+
+static void dr_callback(const struct kaio_event *ev)
+{
+	if (ev->user_data >= DR_OPS) {
+		note_error("callback with unknown user_data %llu", (unsigned long long)ev->user_data);
+		return;
+	}
+	if (ev->res != BLK)
+		note_error("op %llu: res %lld", (unsigned long long)ev->user_data, (long long)ev->res);
+	atomic_fetch_add(&dr_cb[ev->user_data], 1);
+}
+
+/* A reaper's last return code must say why it stopped: -ESHUTDOWN while
+ * destroy ran, or -EINVAL once the handle was dead. */
+static void dr_check_end(const char *who, int rc)
+{
+	if (rc != -ESHUTDOWN && rc != -EINVAL)
+		note_error("%s ended with %d (%s), want -ESHUTDOWN or -EINVAL", who, rc,
+			   kaio_last_error());
+}
+
+static void dr_count_events(const struct kaio_event *ev, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (ev[i].user_data < DR_OPS)
+			atomic_fetch_add(&dr_ev[ev[i].user_data], 1);
+		else
+			note_error("event with unknown user_data");
+		kaio_buf_unref(ev[i].buf);
+	}
+}
+
+static void *dr_waiter(void *p)
+{
+	(void)p;
+	struct kaio_event ev[4];
+	int rc;
+	atomic_fetch_add(&dr_started, 1);
+	/* min larger than anything that can complete: only a wake (from
+	 * destroy) ends each wait */
+	while ((rc = kaio_wait(dr_ctx, ev, 1000, 4, -1)) >= 0)
+		dr_count_events(ev, rc);
+	dr_check_end("kaio_wait", rc);
+	return NULL;
+}
+
+static void *dr_poller(void *p)
+{
+	(void)p;
+	struct kaio_event ev[4];
+	int rc;
+	atomic_fetch_add(&dr_started, 1);
+	while ((rc = kaio_poll(dr_ctx, ev, 4)) >= 0) {
+		dr_count_events(ev, rc);
+		sched_yield();
+	}
+	dr_check_end("kaio_poll", rc);
+	return NULL;
+}
+
+static void *dr_waker(void *p)
+{
+	(void)p;
+	int rc;
+	atomic_fetch_add(&dr_started, 1);
+	while ((rc = kaio_ctx_wake(dr_ctx)) == 0)
+		sleep_us(2000);
+	dr_check_end("kaio_ctx_wake", rc);
+	return NULL;
+}
+
+static void test_destroy_while_threads_reap(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 10; round++) {
+		memset(dr_cb, 0, sizeof dr_cb);
+		memset(dr_ev, 0, sizeof dr_ev);
+		memset(dr_rel, 0, sizeof dr_rel);
+		atomic_store(&dr_started, 0);
+		dr_ctx = kt_ctx(DR_CAP, 0);
+		pthread_t th[DR_WAITERS + DR_POLLERS + DR_WAKERS];
+		int nth = 0;
+		for (int i = 0; i < DR_WAITERS; i++)
+			assert_int_equal(pthread_create(&th[nth++], NULL, dr_waiter, NULL), 0);
+		for (int i = 0; i < DR_POLLERS; i++)
+			assert_int_equal(pthread_create(&th[nth++], NULL, dr_poller, NULL), 0);
+		for (int i = 0; i < DR_WAKERS; i++)
+			assert_int_equal(pthread_create(&th[nth++], NULL, dr_waker, NULL), 0);
+		while (atomic_load(&dr_started) < nth)
+			sleep_us(1000);
+		/* Half the operations with a callback, half without; the odd
+		 * rounds destroy at once, with everything still in flight. */
+		for (unsigned i = 0; i < DR_OPS; i++) {
+			void *mem = NULL;
+			assert_int_equal(posix_memalign(&mem, BLK, BLK), 0);
+			kaio_buf *b = NULL;
+			assert_int_equal(kaio_buf_wrap(&b, mem, BLK, dr_release, (void *)(uintptr_t)i), 0);
+			int rc = kaio_read(dr_ctx, g_fd, (uint64_t)(i % NBLK) * BLK, b, 0, BLK,
+					   i % 2 ? dr_callback : NULL, i);
+			kaio_buf_unref(b);
+			assert_int_equal(rc, 0);
+		}
+		if (round % 2 == 0)
+			sleep_us(20000);
+		assert_int_equal(kaio_ctx_destroy(dr_ctx), 0);
+		for (int i = 0; i < nth; i++)
+			pthread_join(th[i], NULL);
+		check_no_errors();
+		for (unsigned i = 0; i < DR_OPS; i++) {
+			int cb = atomic_load(&dr_cb[i]), ev = atomic_load(&dr_ev[i]);
+			int rel = atomic_load(&dr_rel[i]);
+			if (i % 2 && (cb != 1 || ev != 0))
+				fail_msg("round %d: op %u with a callback: %d callbacks, %d events", round,
+					 i, cb, ev);
+			if (i % 2 == 0 && (cb != 0 || ev > 1))
+				fail_msg("round %d: op %u without a callback: %d callbacks, %d events",
+					 round, i, cb, ev);
+			if (rel != 1)
+				fail_msg("round %d: op %u's buffer released %d times", round, i, rel);
+		}
+	}
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -965,6 +1110,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent_ref_unref),
 		cmocka_unit_test(test_wake_signal_safe_under_load),
 		cmocka_unit_test(test_callbacks_hold_no_lock),
+		cmocka_unit_test(test_destroy_while_threads_reap),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
