@@ -84,6 +84,12 @@ void kt_sleep_ms(int ms);
 		fail_msg("%s was refused with %d but kaio_last_error() is empty", #expr, rc_); \
 } while (0)
 
+/* Figures for the end of `make check` (tests/run-tests.sh sums them over
+ * every program): kt_figure_add() accumulates per key, and at exit the
+ * process prints one "# figure: KEY VALUE" line per key.  Every refusal
+ * checked with REFUSED/REFUSED2 counts as a bad input. */
+void kt_figure_add(const char *key, long long value);
+
 /* Refusal checks that prove the refusal set its own sentence:
  * kt_set_marker() provokes a known refusal first (its sentence is
  * kt_marker()); kt_check_refused() then wants rc == -want1 (or -want2 when

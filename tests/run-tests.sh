@@ -3,8 +3,9 @@
 # a program that prints TAP (cmocka with CMOCKA_MESSAGE_OUTPUT=TAP, or a
 # script) counts each "ok"/"not ok" line; any other counts once by its exit
 # status (0 pass, 77 skip, else fail).  Logs go to tests/logs/NAME.log.
-# Ends with the line "N passed, N failed, N skipped" and exits 1 on any
-# failure.  KAIO_TESTS="a b" runs only tests whose name contains a or b,
+# Ends with the figures the tests printed ("# figure: KEY VALUE" lines,
+# summed per key) and the line "N passed, N failed, N skipped"; exits 1 on
+# any failure.  KAIO_TESTS="a b" runs only tests whose name contains a or b,
 # KAIO_TESTS_SKIP="c" leaves out those whose name contains c;
 # KAIO_TEST_WRAPPER="valgrind ..." runs each test program under a wrapper.
 top_builddir=${KAIO_TOP_BUILDDIR:-.}
@@ -17,6 +18,7 @@ export KAIO_TEST_DIR
 
 passed=0 failed=0 skipped=0
 failures=
+logs=
 for t in "$@"; do
 	name=$(basename "$t")
 	skip_this=no
@@ -72,6 +74,7 @@ for t in "$@"; do
 		esac
 	fi
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+	logs="$logs $log"
 	if [ "$f" -gt 0 ]; then
 		status=FAIL
 		failures="$failures $name"
@@ -90,6 +93,13 @@ for t in "$@"; do
 		grep -m1 -E 'SKIP|skipped' "$log" | sed 's/^/  /'
 	fi
 done
+# Figures the tests report ("# figure: KEY VALUE"), summed over this run.
+if [ -n "$logs" ]; then
+	# shellcheck disable=SC2086
+	cat $logs | sed -n 's/^# figure: \([a-z_0-9]*\) \(-\{0,1\}[0-9][0-9]*\)$/\1 \2/p' |
+		awk '{ sum[$1] += $2; if (!($1 in seen)) { seen[$1] = 1; order[n++] = $1 } }
+		     END { if (n) print "figures:"; for (i = 0; i < n; i++) printf "  %-32s %d\n", order[i], sum[order[i]] }'
+fi
 [ -n "$failures" ] && echo "failed:$failures"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -1219,6 +1219,12 @@ int main(int argc, char **argv)
 	       ops_done, accepted_n, secs, secs > 0 ? (double)ops_done / secs : 0.0, mib,
 	       secs > 0 ? mib / secs : 0.0, corrupt, lost, dup, leaked, errors);
 
+	kt_figure_add("stress_operations", (long long)ops_done);
+	kt_figure_add("stress_corruptions", (long long)corrupt);
+	kt_figure_add("stress_lost_completions", (long long)lost);
+	kt_figure_add("stress_duplicated_completions", (long long)dup);
+	kt_figure_add("stress_leaked_references", (long long)leaked);
+
 	bool ok1 = errors == 0 && ops_done == accepted_n && accepted_n > 0 &&
 		   checked == g_nblocks_total;
 	tap(1, ok1, "%" PRIu64 " operations completed%s", ops_done,

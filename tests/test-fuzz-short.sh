@@ -26,6 +26,9 @@ echo "1..1"
 summary=$(grep '^summary:' "$log" | tail -n 1)
 execs=$(echo "$summary" | sed -n 's/.* \([0-9][0-9]*\) executions.*/\1/p')
 cov=$(echo "$summary" | sed -n 's/.*\(cov: [0-9]* ft: [0-9]*\).*/\1/p')
+workers=${FUZZ_WORKERS:-$(nproc 2>/dev/null || echo 1)}
+echo "# figure: fuzz_executions ${execs:-0}"
+echo "# figure: fuzz_worker_seconds $((seconds * workers))"
 if [ $rc -eq 0 ]; then
 	echo "ok 1 - libFuzzer ran $seconds s, no crash (${execs:-0} executions${cov:+, $cov})"
 	exit 0

@@ -263,6 +263,7 @@ static void run_rows(const struct row *rows, size_t n)
 		pthread_t t;
 		assert_int_equal(pthread_create(&t, NULL, row_thread, &r), 0);
 		assert_int_equal(pthread_join(t, NULL), 0);
+		kt_figure_add("bad_inputs_refused", 1);
 
 		char why[768] = "";
 		int fd_known = 0;

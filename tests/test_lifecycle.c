@@ -1377,6 +1377,7 @@ static void test_fork_while_threads_do_io(void **state)
 		       kt_now_ms() < deadline)
 			kt_sleep_ms(1);
 
+	const int64_t t0 = kt_now_ms();
 	int child_code[FT_FORKS], child_status[FT_FORKS];
 	int forks = 0, forks_in_flight = 0;
 	for (; forks < FT_FORKS && !atomic_load(&ft_failed); forks++) {
@@ -1416,8 +1417,8 @@ static void test_fork_while_threads_do_io(void **state)
 	long rounds = 0;
 	for (int i = 0; i < FT_THREADS; i++)
 		rounds += atomic_load(&ft_th[i].rounds);
-	print_message("# %d forks (%d with operations in flight), %ld rounds, %ld operations\n", forks,
-		      forks_in_flight, rounds, atomic_load(&ft_submitted));
+	print_message("# %d forks (%d with operations in flight) in %lld ms, %ld rounds, %ld operations\n", forks,
+		      forks_in_flight, (long long)(kt_now_ms() - t0), rounds, atomic_load(&ft_submitted));
 	if (atomic_load(&ft_failed)) {
 		kaio_ctx_destroy(ft_ctx);
 		fail_msg("%s", ft_msg);

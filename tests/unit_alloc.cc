@@ -103,6 +103,7 @@ int each_failure(Op op)
 				fail_msg("without an injected failure the call failed: %d (%s)", rc,
 				         kaio_last_error());
 			printf("# survived %d injected allocation failures\n", survived);
+			kt_figure_add("alloc_failures_injected", survived);
 			return survived;
 		}
 		survived++;
