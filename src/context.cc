@@ -158,6 +158,10 @@ int Context::create(Context **out, kaio_ctx *handle, unsigned capacity, unsigned
 		return fail(err, "cannot set up a kernel AIO queue of %u requests: io_setup: %s",
 		            capacity, errno_text(err));
 	}
+	// KAIO_RING=0 in the environment reaps with io_getevents only (for
+	// comparison and debugging).
+	const char *ring_env = getenv("KAIO_RING");
+	c->use_ring_ = kaio_sys_ring_usable(c->kctx_) && !(ring_env && strcmp(ring_env, "0") == 0);
 	*out = c;
 	return 0;
 }
@@ -800,9 +804,9 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		}
 	}
 	struct io_event kev[kReapBatch];
+	bool drained = false; // the completion eventfd, in this call
 	while (inflight_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed)) {
-		struct timespec zero = {0, 0};
-		int r = kaio_sys_io_getevents(kctx_, 0, kReapBatch, kev, &zero);
+		int r = take_completions(kev, kReapBatch, &drained);
 		if (r == -EINTR)
 			continue;
 		if (r < 0) {
@@ -819,7 +823,11 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		if (r < kReapBatch)
 			break;
 	}
-	// Our caller drained the eventfd first; if that ate the signal meant
+	// Readiness is never left persistent: with nothing in the kernel the
+	// loop did not run, yet the eventfd may hold a stale count.
+	if (!drained && !(use_ring_ && ring_busy_.load(std::memory_order_relaxed)))
+		drain_eventfd();
+	// We drained the eventfd; if that ate the signal meant
 	// for a blocked kaio_wait with room, while events still wait in the
 	// queue, hand the signal on.
 	if (queued_.load(std::memory_order_seq_cst) > 0)
@@ -844,13 +852,44 @@ void Context::drain_eventfd()
 	(void)kaio_sys_eventfd_read(evfd_, &v);
 }
 
+// Up to max completions from the kernel, or -errno.  Drains the completion
+// eventfd once per reap (*drained), so that it stays readable only while
+// completions may be waiting: from the ring, when the ring is found empty,
+// then looks again (a completion advances the ring's tail before it
+// signals the eventfd, so none can slip between); with io_getevents,
+// before the first call.  Returns 0 when another thread owns the ring (it
+// reaps, and drains).
+int Context::take_completions(struct io_event *kev, int max, bool *drained)
+{
+	if (use_ring_) {
+		if (threaded_ && ring_busy_.exchange(true, std::memory_order_acquire))
+			return 0;
+		int n = kaio_sys_ring_reap(kctx_, max, kev);
+		if (n >= 0 && n < max && !*drained) {
+			drain_eventfd();
+			*drained = true;
+			int more = kaio_sys_ring_reap(kctx_, max - n, kev + n);
+			if (more > 0)
+				n += more;
+		}
+		if (threaded_)
+			ring_busy_.store(false, std::memory_order_release);
+		return n;
+	}
+	if (!*drained) {
+		drain_eventfd();
+		*drained = true;
+	}
+	struct timespec zero = {0, 0};
+	return kaio_sys_io_getevents(kctx_, 0, max, kev, &zero);
+}
+
 int Context::poll(struct kaio_event *events, unsigned max)
 {
 	if (delivering_on_this_thread())
 		return fail(EBUSY, "kaio_poll: called from a callback or release function running on "
 		                   "this context; reap from outside the callback");
 	DeliveryFrame frame(this);
-	drain_eventfd();
 	unsigned delivered = 0;
 	int err = 0;
 	unsigned copied = reap(events, max, &delivered, &err);
@@ -945,7 +984,6 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 	unsigned copied = 0, delivered = 0;
 	int err = 0;
 	for (;;) {
-		drain_eventfd();
 		copied += reap(events ? events + copied : nullptr, max - copied, &delivered, &err);
 		if (err || delivered >= min || (max && copied >= max))
 			break;

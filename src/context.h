@@ -106,6 +106,7 @@ private:
 	void deliver_event(Slot *s, struct kaio_event *ev);
 	void queue_undelivered(Slot *s);
 	void drain_eventfd();
+	int take_completions(struct io_event *kev, int max, bool *drained);
 
 	void register_waiter(Waiter *w);
 	void unregister_waiter(Waiter *w);
@@ -125,6 +126,10 @@ private:
 	std::atomic<unsigned> queued_{0};   // undelivered events in the queue
 	std::atomic<unsigned> blocked_{0};  // kaio_wait callers in poll(2)
 	std::atomic<bool> shutting_down_{false};
+	// Completions are copied from the kernel's ring in user space when it
+	// is usable (else io_getevents); one thread at a time owns the ring.
+	bool use_ring_ = false;
+	std::atomic<bool> ring_busy_{false};
 
 	Slot *slots_ = nullptr;
 	OptionalLock lock_;  // free list and undelivered queue

@@ -1379,6 +1379,238 @@ static void test_eventfd_edge_triggered(void **state)
 	}
 }
 
+/* ---- a full or spuriously signalled eventfd ------------------------------------- */
+
+static int readable_now(int efd)
+{
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+	int rc = poll(&p, 1, 0);
+	assert_true(rc >= 0);
+	return rc == 1 && (p.revents & POLLIN);
+}
+
+/* With everything delivered, kaio_poll copies nothing and leaves the eventfd
+ * quiet.  The kernel signals the eventfd just after it posts a completion,
+ * so a reaper can deliver the last event an instant before its signal lands:
+ * that late readiness is allowed (spurious), and the next kaio_poll must
+ * clear it.  A few tries cover that instant; a persistent readiness fails
+ * every one. */
+static void expect_eventfd_quiet(kaio_ctx *ctx, int efd, const char *what)
+{
+	for (int tries = 1;; tries++) {
+		struct kaio_event ev[4];
+		int rc = kaio_poll(ctx, ev, 4);
+		if (rc != 0)
+			fail_msg("%s: kaio_poll with everything delivered = %d (%s)", what, rc, kaio_last_error());
+		if (!readable_now(efd))
+			return;
+		if (tries == 5)
+			fail_msg("%s: the eventfd is still readable after %d kaio_poll calls with nothing to deliver (readiness persists)",
+				 what, tries);
+		kt_sleep_ms(20);
+	}
+}
+
+/* Submit n reads of block first..first+n-1 into b (every other one with
+ * record_cb), user_data = block number. */
+static void submit_reads(kaio_ctx *ctx, kaio_buf *b, unsigned first, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		EXPECT_RC(kaio_read(ctx, g_fd, (uint64_t)(first + i) * BLK, b, (size_t)i * BLK, BLK,
+				    i % 2 ? record_cb : NULL, first + i), 0);
+}
+
+/* Reap n reads submitted by submit_reads: how = 0 kaio_wait(min = all left),
+ * 1 an event loop (poll(2) on the eventfd, then kaio_poll until it copies
+ * fewer than max), 2 kaio_poll alone.  Checks each was delivered exactly
+ * once with its data. */
+static void reap_reads(kaio_ctx *ctx, int efd, kaio_buf *b, unsigned first, unsigned n, int how)
+{
+	enum { MAXN = 32, MAX = 3 };
+	assert_true(n <= MAXN);
+	int seen[MAXN] = { 0 };
+	int events = 0;
+	const int64_t deadline = kt_now_ms() + 20000;
+	while ((unsigned)(events + atomic_load(&nrec)) < n) {
+		struct kaio_event ev[MAXN];
+		int rc;
+		if (how == 0) {
+			const unsigned left = n - (unsigned)events - (unsigned)atomic_load(&nrec);
+			rc = kaio_wait(ctx, ev, left, MAXN, 10000);
+		} else if (how == 1) {
+			struct pollfd p = { .fd = efd, .events = POLLIN };
+			int prc = poll(&p, 1, 3000);
+			if (prc < 0 && errno == EINTR)
+				continue;
+			if (prc == 0)
+				fail_msg("the eventfd was not readable for 3 s with %u reads undelivered",
+					 n - (unsigned)events - (unsigned)atomic_load(&nrec));
+			rc = 0;
+			for (;;) {
+				int r = kaio_poll(ctx, ev + rc, MAX);
+				if (r < 0)
+					fail_msg("kaio_poll = %d (%s)", r, kaio_last_error());
+				rc += r;
+				if (r < MAX || rc + MAX > MAXN)
+					break;
+			}
+		} else {
+			rc = kaio_poll(ctx, ev, MAXN);
+			if (rc == 0)
+				kt_sleep_ms(1);
+		}
+		if (rc < 0)
+			fail_msg("%s = %d (%s)", how == 0 ? "kaio_wait" : "kaio_poll", rc, kaio_last_error());
+		for (int i = 0; i < rc; i++) {
+			uint64_t u = ev[i].user_data;
+			if (u < first || u >= first + n || (u - first) % 2)
+				fail_msg("unexpected event user_data %llu", (unsigned long long)u);
+			seen[u - first]++;
+			assert_int_equal(ev[i].res, BLK);
+			assert_ptr_equal(ev[i].buf, b);
+			kaio_buf_unref(ev[i].buf);
+		}
+		events += rc;
+		if (kt_now_ms() > deadline)
+			fail_msg("%d events and %d callbacks of %u reads after 20 s (%u in flight)", events,
+				 atomic_load(&nrec), n, kaio_ctx_inflight(ctx));
+	}
+	for (int i = 0; i < atomic_load(&nrec); i++) {
+		uint64_t u = rec[i].user_data;
+		if (u < first || u >= first + n || (u - first) % 2 == 0)
+			fail_msg("unexpected callback user_data %llu", (unsigned long long)u);
+		seen[u - first]++;
+		assert_int_equal(rec[i].res, BLK);
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (seen[i] != 1)
+			fail_msg("read %u delivered %d times", first + i, seen[i]);
+	assert_int_equal(kaio_ctx_inflight(ctx), 0);
+	assert_int_equal(kt_check(kaio_buf_data(b), (size_t)n * BLK, (uint64_t)first * BLK), 0);
+}
+
+/* Contract (kaio_ctx_fd): the library owns the eventfd and users should not
+ * read or write it, but "Readiness may be spurious, never persistent:
+ * kaio_poll/kaio_wait drain it before they reap", and "Each completion is
+ * delivered exactly once".  A user writing 0xfffffffffffffffe (the largest
+ * value an eventfd holds) leaves it full, so each completion saturates it:
+ * reads submitted then are all delivered exactly once with their data --
+ * reaped by kaio_wait(min = all), by an event loop on the eventfd, and by
+ * kaio_poll alone -- and once everything is delivered the eventfd no longer
+ * polls readable.  Catches: a drain that takes less than the whole counter
+ * (EFD_SEMAPHORE, reading "one per completion"), trusting the counter as a
+ * number of completions, a full counter making a reap fail or hang. */
+static void test_eventfd_full_counter(void **state)
+{
+	enum { N = 12 };
+	kaio_ctx *ctx = kt_ctx(32, 0);
+	const int efd = kaio_ctx_fd(ctx);
+	assert_true(efd >= 0);
+	kaio_buf *b = kt_buf(N * BLK);
+	static const char *const how_name[] = { "kaio_wait", "an event loop", "kaio_poll" };
+	for (int how = 0; how < 3; how++) {
+		const uint64_t full = 0xfffffffffffffffeull, one = 1;
+		assert_int_equal(write(efd, &full, sizeof full), sizeof full);
+		errno = 0;
+		if (write(efd, &one, sizeof one) != -1 || errno != EAGAIN)
+			fail_msg("the eventfd took one more after 0xfffffffffffffffe: it was not full");
+		assert_true(readable_now(efd));
+		memset(kaio_buf_data(b), 0, N * BLK);
+		record_reset();
+		const unsigned first = (unsigned)how * N;
+		submit_reads(ctx, b, first, N);
+		reap_reads(ctx, efd, b, first, N, how);
+		char what[64];
+		snprintf(what, sizeof what, "full eventfd, reaped by %s", how_name[how]);
+		expect_eventfd_quiet(ctx, efd, what);
+	}
+	assert_int_equal(kaio_ctx_fd(ctx), efd);
+	kaio_buf_unref(b);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+}
+
+/* Contract (kaio_ctx_fd): "Readiness may be spurious, never persistent:
+ * kaio_poll/kaio_wait drain it before they reap"; kaio_wait blocks "until at
+ * least min completions were delivered ... or timeout_ms passed"; a
+ * kaio_ctx_wake "is not remembered for waits that start later".  An eventfd
+ * counter left non-zero with nothing to deliver (a write by someone else, or
+ * wakes with nobody waiting): kaio_poll returns 0 and the eventfd is quiet
+ * after it; kaio_wait with timeout 0 likewise; kaio_wait(min 1, 300 ms) is
+ * not ended early by the stale readiness (it returns 0 after its timeout)
+ * and leaves it quiet; and reads submitted on top of a stale count are each
+ * delivered once, after which the eventfd is quiet.  Catches: a drain only
+ * when something is in flight, a kaio_wait that returns (or spins) on stale
+ * readiness without draining it, wakes written into the completion eventfd
+ * and left there. */
+static void test_eventfd_spurious_readiness(void **state)
+{
+	enum { N = 10 };
+	kaio_ctx *ctx = kt_ctx(16, 0);
+	const int efd = kaio_ctx_fd(ctx);
+	assert_true(efd >= 0);
+	struct kaio_event ev[4];
+	uint64_t v;
+
+	/* Idle, kaio_poll. */
+	v = 1;
+	assert_int_equal(write(efd, &v, sizeof v), sizeof v);
+	assert_true(readable_now(efd));
+	EXPECT_RC(kaio_poll(ctx, ev, 4), 0);
+	if (readable_now(efd))
+		fail_msg("a spurious count of 1 is still readable after kaio_poll on an idle context");
+
+	/* Idle, kaio_wait that does not block; then with events NULL, max 0. */
+	v = 5;
+	assert_int_equal(write(efd, &v, sizeof v), sizeof v);
+	EXPECT_RC(kaio_wait(ctx, ev, 1, 4, 0), 0);
+	if (readable_now(efd))
+		fail_msg("a spurious count of 5 is still readable after kaio_wait(timeout 0) on an idle context");
+	assert_int_equal(write(efd, &v, sizeof v), sizeof v);
+	EXPECT_RC(kaio_wait(ctx, NULL, 1, 0, 0), 0);
+	if (readable_now(efd))
+		fail_msg("a spurious count is still readable after kaio_wait(events NULL, max 0, timeout 0)");
+
+	/* Idle, kaio_wait with a timeout: waits it out, drains. */
+	v = 3;
+	assert_int_equal(write(efd, &v, sizeof v), sizeof v);
+	int64_t t0 = kt_now_ms();
+	EXPECT_RC(kaio_wait(ctx, ev, 1, 4, 300), 0);
+	int64_t took = kt_now_ms() - t0;
+	if (took < 290)
+		fail_msg("kaio_wait(min 1, 300 ms) on an idle context with a spurious count returned after %lld ms",
+			 (long long)took);
+	if (readable_now(efd))
+		fail_msg("a spurious count is still readable after an idle kaio_wait(300 ms)");
+
+	/* Wakes with nobody waiting leave nothing behind. */
+	for (int i = 0; i < 10; i++)
+		EXPECT_RC(kaio_ctx_wake(ctx), 0);
+	expect_eventfd_quiet(ctx, efd, "after 10 wakes with nobody waiting");
+	t0 = kt_now_ms();
+	EXPECT_RC(kaio_wait(ctx, ev, 1, 4, 200), 0);
+	took = kt_now_ms() - t0;
+	if (took < 190)
+		fail_msg("kaio_wait(200 ms) returned after %lld ms: a wake from before it started was remembered",
+			 (long long)took);
+	if (readable_now(efd))
+		fail_msg("the eventfd is readable after an idle kaio_wait that followed wakes");
+
+	/* Reads on top of a stale count, reaped by kaio_wait and by kaio_poll. */
+	kaio_buf *b = kt_buf(N * BLK);
+	for (int how = 0; how < 3; how += 2) {
+		v = 7;
+		assert_int_equal(write(efd, &v, sizeof v), sizeof v);
+		record_reset();
+		memset(kaio_buf_data(b), 0, N * BLK);
+		const unsigned first = 100 + (unsigned)how * N;
+		submit_reads(ctx, b, first, N);
+		reap_reads(ctx, efd, b, first, N, how);
+		expect_eventfd_quiet(ctx, efd, how ? "reads over a stale count, kaio_poll" : "reads over a stale count, kaio_wait");
+	}
+	kaio_buf_unref(b);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -1404,6 +1636,8 @@ int main(void)
 		cmocka_unit_test(test_busy_only_for_that_context),
 		cmocka_unit_test(test_submission_never_delivers_buffered),
 		cmocka_unit_test(test_eventfd_edge_triggered),
+		cmocka_unit_test(test_eventfd_full_counter),
+		cmocka_unit_test(test_eventfd_spurious_readiness),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,7 +1,8 @@
 // Fault injection through the syscall seam: the test binary is linked with
-// -Wl,--wrap=kaio_sys_io_{setup,submit,getevents}, so each call can be
-// answered from a script (an error, a partial count, a rewritten result)
-// before falling through to the real kernel.
+// -Wl,--wrap=kaio_sys_io_{setup,submit,getevents} and
+// -Wl,--wrap=kaio_sys_eventfd_read, so each call can be answered from a
+// script (an error, a partial count, a rewritten result) before falling
+// through to the real kernel.
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <deque>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -38,6 +40,21 @@ std::deque<SeenIocb> seen_iocbs;
 bool getevents_ever_blocking; // min_nr > 0, or a timeout other than {0,0}
 unsigned last_setup_nr;
 
+// The completion eventfd's read: pass through, or fail every call with
+// efd_error (the eventfd is then never drained, so it stays readable).
+// kaio_poll never blocks, so a library that retried a failing read inside
+// it would never return: a kaio_poll made through guarded_poll that reads
+// the eventfd more than kEfdPerPollLimit times gets the real read once (to
+// let it out of its loop) and efd_retry_loop_seen is set.
+enum class EfdMode { kPass, kFail };
+EfdMode efd_mode = EfdMode::kPass;
+long efd_error;
+int efd_calls, efd_failed;
+bool efd_in_poll;
+long efd_reads_in_poll;
+bool efd_retry_loop_seen;
+constexpr long kEfdPerPollLimit = 1000;
+
 // statx: pass through, fail, or hide STATX_DIOALIGN; count the calls.
 enum class StatxMode { kPass, kFail, kNoDioAlign };
 StatxMode statx_mode = StatxMode::kPass;
@@ -53,6 +70,12 @@ void reset_scripts()
 	getevents_ever_blocking = false;
 	statx_mode = StatxMode::kPass;
 	statx_calls = 0;
+	efd_mode = EfdMode::kPass;
+	efd_error = 0;
+	efd_calls = efd_failed = 0;
+	efd_in_poll = false;
+	efd_reads_in_poll = 0;
+	efd_retry_loop_seen = false;
 }
 
 } // namespace
@@ -135,6 +158,16 @@ int __wrap_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct 
 long __real_kaio_sys_eventfd_read(int fd, uint64_t *value);
 long __wrap_kaio_sys_eventfd_read(int fd, uint64_t *value)
 {
+	efd_calls++;
+	if (efd_mode == EfdMode::kFail) {
+		if (efd_in_poll && ++efd_reads_in_poll > kEfdPerPollLimit) {
+			efd_retry_loop_seen = true; // let it out of its loop
+			efd_reads_in_poll = 0;
+			return __real_kaio_sys_eventfd_read(fd, value);
+		}
+		efd_failed++;
+		return efd_error;
+	}
 	return __real_kaio_sys_eventfd_read(fd, value);
 }
 }
@@ -594,6 +627,235 @@ void test_eventfd_full(void **state)
 	assert_int_equal(poll(&p, 1, 0), 0); // drained by the reaps
 }
 
+// ---- the completion eventfd's read failing ----------------------------------
+
+// One read per operation, each into its own wrapped buffer whose release
+// is counted; every third has a callback.
+constexpr unsigned kEfdOps = 8;
+struct EfdOp {
+	void *mem;
+	kaio_buf *buf;
+	int released;
+	int delivered;
+	int64_t res;
+	bool right_buf;
+};
+EfdOp efd_ops[kEfdOps];
+int efd_callbacks;
+
+void efd_release(void *data, size_t, void *opaque)
+{
+	auto *o = static_cast<EfdOp *>(opaque);
+	if (data == o->mem)
+		o->released++;
+	else
+		o->released += 1000;
+}
+
+void efd_note(const struct kaio_event *ev)
+{
+	if (ev->user_data < 500 || ev->user_data >= 500 + kEfdOps)
+		fail_msg("unexpected user_data %llu", static_cast<unsigned long long>(ev->user_data));
+	EfdOp &o = efd_ops[ev->user_data - 500];
+	o.delivered++;
+	o.res = ev->res;
+	o.right_buf = ev->buf == o.buf && ev->offset == (ev->user_data - 500) * 8192;
+}
+
+void efd_cb(const struct kaio_event *ev)
+{
+	efd_callbacks++;
+	efd_note(ev);
+}
+
+const char *errno_name(long e)
+{
+	switch (-e) {
+	case EAGAIN: return "EAGAIN";
+	case EINTR: return "EINTR";
+	case EBADF: return "EBADF";
+	case EIO: return "EIO";
+	default: return "?";
+	}
+}
+
+void efd_submit(Fixture *f)
+{
+	efd_callbacks = 0;
+	for (unsigned i = 0; i < kEfdOps; i++) {
+		EfdOp &o = efd_ops[i];
+		o = EfdOp{};
+		assert_int_equal(posix_memalign(&o.mem, 4096, 4096), 0);
+		memset(o.mem, 0x5a, 4096);
+		assert_int_equal(kaio_buf_wrap(&o.buf, o.mem, 4096, efd_release, &o), 0);
+		assert_int_equal(kaio_read(f->ctx, f->fd, i * 8192ull, o.buf, 0, 4096,
+		                           i % 3 == 0 ? efd_cb : nullptr, 500 + i), 0);
+	}
+	assert_int_equal(kaio_ctx_inflight(f->ctx), kEfdOps);
+}
+
+unsigned efd_delivered()
+{
+	unsigned n = 0;
+	for (const EfdOp &o : efd_ops)
+		n += unsigned(o.delivered);
+	return n;
+}
+
+// Every operation delivered once with its data, each operation's reference
+// dropped once (ours is then the last), nothing in flight or queued.
+void efd_check_and_free(Fixture *f, const char *how, long err)
+{
+	for (unsigned i = 0; i < kEfdOps; i++) {
+		EfdOp &o = efd_ops[i];
+		if (o.delivered != 1)
+			fail_msg("eventfd read failing with %s, reaped by %s: read %u delivered %d times",
+			         errno_name(err), how, i, o.delivered);
+		assert_true(o.right_buf);
+		assert_int_equal(o.res, 4096);
+		assert_int_equal(kt_check(o.mem, 4096, i * 8192ull), 0);
+		if (o.released != 0)
+			fail_msg("%s, %s: read %u's buffer was released %d times while we hold a reference",
+			         errno_name(err), how, i, o.released);
+		kaio_buf_unref(o.buf);
+		if (o.released != 1)
+			fail_msg("%s, %s: read %u's buffer released %d times after our last reference",
+			         errno_name(err), how, i, o.released);
+		free(o.mem);
+		o.mem = nullptr;
+	}
+	assert_int_equal(efd_callbacks, (kEfdOps + 2) / 3);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+	struct kaio_event ev[4];
+	assert_int_equal(kaio_poll(f->ctx, ev, 4), 0);
+}
+
+int guarded_poll(kaio_ctx *ctx, struct kaio_event *ev, unsigned max)
+{
+	efd_in_poll = true;
+	efd_reads_in_poll = 0;
+	int rc = kaio_poll(ctx, ev, max);
+	efd_in_poll = false;
+	if (efd_retry_loop_seen)
+		fail_msg("kaio_poll read the eventfd more than %ld times in one call (a retry loop on %s)",
+		         kEfdPerPollLimit, errno_name(efd_error));
+	return rc;
+}
+
+void efd_take_events(struct kaio_event *ev, int n)
+{
+	for (int k = 0; k < n; k++) {
+		efd_note(&ev[k]);
+		kaio_buf_unref(ev[k].buf); // the event's reference
+	}
+}
+
+// Contract: "Readiness may be spurious, never persistent: kaio_poll/kaio_wait
+// drain it before they reap" (the eventfd is only a hint), "Each completion
+// is delivered exactly once", "kaio_poll never blocks", and kaio_wait
+// "blocks until at least min completions were delivered ... or timeout_ms
+// passed".  With the eventfd's read failing on every call (err), reads are
+// still reaped: through kaio_poll loops and through one kaio_wait(min = N,
+// 5 s), each delivered once with its data and its reference dropped once,
+// inflight back to 0; neither call reports the read's failure, retries it
+// forever, or hangs; an idle kaio_wait still ends at its timeout; and once
+// reads work again, one kaio_poll drains the readiness the failures left
+// (kaio_ctx_fd unchanged).  Catches: a reap that depends on a successful
+// read, a failed read turned into an error return, a retry loop on
+// EINTR/EAGAIN, a failure that closes or stops draining the eventfd.
+void eventfd_read_failing(void **state, long err)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	const int efd = kaio_ctx_fd(f->ctx);
+	assert_true(efd >= 0);
+	efd_mode = EfdMode::kFail;
+	efd_error = err;
+
+	// kaio_poll loops.
+	efd_submit(f);
+	int64_t deadline = kt_now_ms() + 20000;
+	while (efd_delivered() < kEfdOps) {
+		struct kaio_event ev[kEfdOps];
+		int rc = guarded_poll(f->ctx, ev, kEfdOps);
+		if (rc < 0)
+			fail_msg("eventfd read failing with %s: kaio_poll = %d (%s)", errno_name(err), rc,
+			         kaio_last_error());
+		efd_take_events(ev, rc);
+		if (kt_now_ms() > deadline)
+			fail_msg("%s: kaio_poll delivered %u of %u reads in 20 s", errno_name(err),
+			         efd_delivered(), kEfdOps);
+		if (rc == 0)
+			sched_yield();
+	}
+	efd_check_and_free(f, "kaio_poll", err);
+
+	// One kaio_wait for all of them.
+	efd_submit(f);
+	deadline = kt_now_ms() + 30000;
+	while (efd_delivered() < kEfdOps) {
+		struct kaio_event ev[kEfdOps];
+		const unsigned left = kEfdOps - efd_delivered();
+		const int64_t t0 = kt_now_ms();
+		int rc = kaio_wait(f->ctx, ev, left, kEfdOps, 5000);
+		const int64_t took = kt_now_ms() - t0;
+		if (rc < 0)
+			fail_msg("eventfd read failing with %s: kaio_wait = %d (%s)", errno_name(err), rc,
+			         kaio_last_error());
+		efd_take_events(ev, rc);
+		if (efd_delivered() < kEfdOps && took < 4900)
+			fail_msg("%s: kaio_wait(min %u) returned after %lld ms with %u of %u delivered",
+			         errno_name(err), left, static_cast<long long>(took), efd_delivered(), kEfdOps);
+		if (kt_now_ms() > deadline)
+			fail_msg("%s: kaio_wait delivered %u of %u reads in 30 s", errno_name(err),
+			         efd_delivered(), kEfdOps);
+	}
+	efd_check_and_free(f, "kaio_wait", err);
+
+	// Idle: the failing reads left the eventfd readable; kaio_wait may
+	// spin, but it returns 0 at its timeout, not before, and no error.
+	struct pollfd p = {efd, POLLIN, 0};
+	assert_int_equal(poll(&p, 1, 0), 1); // never drained
+	struct kaio_event ev[2];
+	const int64_t t0 = kt_now_ms();
+	int rc = kaio_wait(f->ctx, ev, 1, 2, 100);
+	const int64_t took = kt_now_ms() - t0;
+	if (rc != 0)
+		fail_msg("%s: an idle kaio_wait(100 ms) = %d (%s), expected 0", errno_name(err), rc,
+		         kaio_last_error());
+	if (took < 95)
+		fail_msg("%s: an idle kaio_wait(100 ms) returned after %lld ms", errno_name(err),
+		         static_cast<long long>(took));
+	assert_int_equal(guarded_poll(f->ctx, ev, 2), 0);
+	if (efd_failed == 0)
+		fail_msg("the eventfd read was never called, so nothing was injected");
+
+	// Reads work again: the readiness the failures left is drained.
+	efd_mode = EfdMode::kPass;
+	assert_int_equal(kaio_ctx_fd(f->ctx), efd);
+	assert_int_equal(kaio_poll(f->ctx, ev, 2), 0);
+	assert_int_equal(poll(&p, 1, 0), 0);
+}
+
+void test_eventfd_read_eagain(void **state)
+{
+	eventfd_read_failing(state, -EAGAIN);
+}
+
+void test_eventfd_read_eintr(void **state)
+{
+	eventfd_read_failing(state, -EINTR);
+}
+
+void test_eventfd_read_ebadf(void **state)
+{
+	eventfd_read_failing(state, -EBADF);
+}
+
+void test_eventfd_read_eio(void **state)
+{
+	eventfd_read_failing(state, -EIO);
+}
+
 } // namespace
 
 int main(void)
@@ -617,6 +879,10 @@ int main(void)
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(test_res2_set_is_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eventfd_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eventfd_read_eagain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eventfd_read_eintr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eventfd_read_ebadf, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eventfd_read_eio, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }

@@ -60,18 +60,18 @@
 /* ---- Options ----------------------------------------------------------- */
 
 enum bench_rw { BENCH_READ, BENCH_WRITE, BENCH_RANDREAD, BENCH_RANDWRITE, BENCH_MIXED };
-enum bench_submit { BENCH_SUBMIT_SINGLE, BENCH_SUBMIT_BATCH, BENCH_SUBMIT_AUTO };
+enum bench_submit { BENCH_SUBMIT_SINGLE, BENCH_SUBMIT_BATCH, BENCH_SUBMIT_AUTO, BENCH_SUBMIT_CHUNK };
 
 static const char *const bench_rw_names[] = {
 	"read", "write", "randread", "randwrite", "mixed"
 };
-static const char *const bench_submit_names[] = { "single", "batch", "auto" };
+static const char *const bench_submit_names[] = { "single", "batch", "auto", "chunk" };
 
 #define BENCH_DEFAULT_BS 4096
 #define BENCH_DEFAULT_DEPTH 32
 #define BENCH_DEFAULT_TIME 10.0
 #define BENCH_DEFAULT_SEED 0x6b61696fu              /* "kaio" */
-#define BENCH_DEFAULT_AUTO_BATCH 4
+#define BENCH_DEFAULT_CHUNK 4
 #define BENCH_CREATE_SIZE ((uint64_t)1 << 30)       /* a new file: 1 GiB */
 #define BENCH_MAX_DEPTH 65536                       /* KAIO_CAPACITY_MAX */
 #define BENCH_MAX_BS ((uint64_t)1 << 30)            /* below MAX_RW_COUNT */
@@ -89,7 +89,7 @@ struct bench_opts {
 	double ramp_s;
 	uint64_t seed;
 	enum bench_submit submit;
-	unsigned auto_batch;     /* --submit auto: refills per submission call */
+	unsigned chunk;          /* --submit chunk, auto: refills per submission call */
 	bool json;
 	bool create_holes;
 	bool lat;                /* record latencies (one clock read per I/O) */
@@ -191,7 +191,7 @@ struct bench_extra {
 
 enum {
 	BO_RW = 0x100, BO_RWMIX, BO_BS, BO_DEPTH, BO_SIZE, BO_TIME, BO_COUNT,
-	BO_RAMP, BO_SEED, BO_SUBMIT, BO_AUTO_BATCH, BO_JSON, BO_FILE,
+	BO_RAMP, BO_SEED, BO_SUBMIT, BO_CHUNK, BO_JSON, BO_FILE,
 	BO_CREATE_HOLES, BO_NO_LAT, BO_HELP
 };
 
@@ -218,12 +218,15 @@ static void bench_usage(FILE *f, const char *engine_line, const struct bench_ext
 	        "                     reading it: the reads hit holes (no device I/O, the\n"
 	        "                     CPU-bound case)\n\n"
 	        "Engine:\n"
-	        "  --submit POLICY    single: one submission call per request as its slot\n"
-	        "                     is refilled; batch: everything refilled after one\n"
-	        "                     reap in one call; auto: calls of up to --auto-batch\n"
-	        "                     requests, made as soon as that many are ready, the\n"
-	        "                     rest at the end of the reap (default auto)\n"
-	        "  --auto-batch N     requests per call for --submit auto (default %d)\n"
+	        "  --submit POLICY    single: one submission call per request, as its\n"
+	        "                     slot is refilled; batch: all the refills of one\n"
+	        "                     reap in one call, after it; chunk: calls of --chunk\n"
+	        "                     refills, made as soon as that many are ready (the\n"
+	        "                     rest after the reap); auto: batch after a reap that\n"
+	        "                     found every I/O in flight completed (the CPU is the\n"
+	        "                     limit), chunk after one that did not (a device is\n"
+	        "                     busy: give it work early) (default auto)\n"
+	        "  --chunk N          refills per call for chunk and auto (default %d)\n"
 	        "%s\n"
 	        "Output:\n"
 	        "  --json             one line of JSON instead of text\n"
@@ -231,7 +234,7 @@ static void bench_usage(FILE *f, const char *engine_line, const struct bench_ext
 	        "  -h, --help         show this help\n\n"
 	        "Exit status: 0 done, 1 an I/O or system error, 2 a usage error.\n",
 	        bench_prog, engine_line, BENCH_MAX_DEPTH, BENCH_DEFAULT_DEPTH,
-	        BENCH_DEFAULT_TIME, BENCH_DEFAULT_SEED, BENCH_DEFAULT_AUTO_BATCH,
+	        BENCH_DEFAULT_TIME, BENCH_DEFAULT_SEED, BENCH_DEFAULT_CHUNK,
 	        x && x->help ? x->help : "");
 }
 
@@ -254,7 +257,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 		{ "ramp", required_argument, NULL, BO_RAMP },
 		{ "seed", required_argument, NULL, BO_SEED },
 		{ "submit", required_argument, NULL, BO_SUBMIT },
-		{ "auto-batch", required_argument, NULL, BO_AUTO_BATCH },
+		{ "chunk", required_argument, NULL, BO_CHUNK },
 		{ "json", no_argument, NULL, BO_JSON },
 		{ "file", required_argument, NULL, BO_FILE },
 		{ "create-holes", no_argument, NULL, BO_CREATE_HOLES },
@@ -272,7 +275,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 		.rw = BENCH_RANDREAD, .rwmix_read = 70, .bs = BENCH_DEFAULT_BS,
 		.depth = BENCH_DEFAULT_DEPTH, .time_s = BENCH_DEFAULT_TIME,
 		.seed = BENCH_DEFAULT_SEED, .submit = BENCH_SUBMIT_AUTO,
-		.auto_batch = BENCH_DEFAULT_AUTO_BATCH, .lat = true,
+		.chunk = BENCH_DEFAULT_CHUNK, .lat = true,
 	};
 	memcpy(all, common, sizeof common);
 	n = NCOMMON;
@@ -334,14 +337,14 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 			}
 			break;
 		case BO_SUBMIT:
-			if ((i = bench_parse_name(optarg, bench_submit_names, 3)) < 0)
-				return bench_usage_error("invalid --submit '%s' (single, batch, auto)", optarg);
+			if ((i = bench_parse_name(optarg, bench_submit_names, 4)) < 0)
+				return bench_usage_error("invalid --submit '%s' (single, batch, chunk, auto)", optarg);
 			o->submit = (enum bench_submit)i;
 			break;
-		case BO_AUTO_BATCH:
+		case BO_CHUNK:
 			if (!bench_parse_size(optarg, &v) || v < 1 || v > BENCH_MAX_DEPTH)
-				return bench_usage_error("invalid --auto-batch '%s'", optarg);
-			o->auto_batch = (unsigned)v;
+				return bench_usage_error("invalid --chunk '%s' (1-%d)", optarg, BENCH_MAX_DEPTH);
+			o->chunk = (unsigned)v;
 			break;
 		case BO_JSON: o->json = true; break;
 		case BO_FILE: o->file = optarg; break;
@@ -560,22 +563,32 @@ static double bench_hist_quantile(const struct bench_hist *h, double p)
 /* ---- The run: limits, counters, latencies ------------------------------------- */
 
 struct bench_run {
-	const struct bench_opts *o;
+	/* What the per-I/O path touches comes first. */
 	struct bench_gen gen;
 	uint64_t now;            /* the last time read */
 	uint64_t deadline;       /* next ramp or time limit; UINT64_MAX: none */
+	uint64_t inflight;       /* started, not yet completed */
+	uint64_t completed;      /* every completion, warm-up included */
+	uint64_t issued;         /* every I/O started, warm-up included */
+	uint64_t issue_limit;    /* no I/O starts once issued reaches this */
+	uint64_t syscalls;       /* engines that can count theirs, while measuring */
+	struct bench_hist *hist; /* allocated once */
+	unsigned since_clock;    /* --no-lat: completions since the last clock read */
+	unsigned batch_at;       /* submit once this many refills are pending */
+	bool lat;                /* o->lat, at hand */
+
+	const struct bench_opts *o;
 	uint64_t start_ns;       /* measuring since */
 	uint64_t end_ns;         /* measuring until (set by bench_finish) */
-	uint64_t issued;         /* I/Os started while measuring (--count) */
-	uint64_t ios;            /* I/Os completed while measuring */
-	uint64_t inflight;       /* started, not yet completed */
-	uint64_t syscalls;       /* engines that can count theirs, while measuring */
-	unsigned since_clock;    /* --no-lat: completions since the last clock read */
+	uint64_t completed0;     /* completed when measuring started */
+	uint64_t ios;            /* completions while measuring (bench_finish) */
+	uint64_t reap_mark;      /* completed, and inflight, when the reap began */
+	uint64_t reap_inflight;
+	unsigned auto_rounds;    /* --submit auto: reaps left before probing */
 	bool measuring;          /* the ramp is over */
 	bool stopping;           /* no new I/O: a limit was reached, or a signal */
 	bool interrupted;
 	struct bench_cpu cpu0, cpu1;
-	struct bench_hist *hist; /* allocated once */
 };
 
 static volatile sig_atomic_t bench_signal;
@@ -585,18 +598,28 @@ static void bench_on_signal(int sig)
 	bench_signal = sig;
 }
 
+/* No new I/O from now on; what is in flight completes and is counted. */
+static void bench_stop(struct bench_run *r)
+{
+	r->stopping = true;
+	r->issue_limit = 0;
+}
+
 /* Measuring starts now: everything counted so far was warm-up.  The I/Os
  * still in flight will be counted when they complete, so --count N counts
- * exactly N completions. */
+ * exactly N completions (when N is at least the depth). */
 static void bench_start_measuring(struct bench_run *r, uint64_t now)
 {
+	const struct bench_opts *o = r->o;
+
 	r->measuring = true;
 	r->start_ns = now;
-	r->ios = 0;
-	r->issued = r->inflight;
+	r->completed0 = r->completed;
 	r->syscalls = 0;
 	memset(r->hist, 0, sizeof *r->hist);
-	r->deadline = r->o->time_s > 0 ? now + (uint64_t)(r->o->time_s * 1e9) : UINT64_MAX;
+	r->deadline = o->time_s > 0 ? now + (uint64_t)(o->time_s * 1e9) : UINT64_MAX;
+	if (o->count && !r->stopping)
+		r->issue_limit = r->issued + (o->count > r->inflight ? o->count - r->inflight : 0);
 	r->cpu0 = bench_cpu_now();
 }
 
@@ -608,21 +631,75 @@ static bool bench_deadline(struct bench_run *r, uint64_t now)
 		bench_start_measuring(r, now);
 		return true;
 	}
-	r->stopping = true;
+	bench_stop(r);
 	r->deadline = UINT64_MAX;
 	return false;
+}
+
+/*
+ * The submission policy, as the number of pending refills that makes the
+ * engine submit them (the rest always go after the reap's completions are
+ * handled): 1 for single, "never" for batch, --chunk for chunk; auto
+ * chooses between batch and chunk after every reap.  An engine calls
+ * bench_reap_begin() before it waits and bench_reap_end() once the reap's
+ * completions are handled (callbacks run inside the wait), so every engine
+ * decides from the same thing: the previous reap.
+ *
+ * Auto's rule: submit in chunks, and watch the reaps.  A reap that finds
+ * every I/O in flight completed, after chunked submissions, means the CPU
+ * is the limit (the kernel completed them inside io_submit, as for holes
+ * or cached data, or the device is faster than this loop): batching then
+ * saves syscalls and costs nothing, so the next BENCH_AUTO_ROUNDS reaps
+ * batch, and then chunks probe again.  (Batches cannot judge themselves:
+ * on a device they complete together, so their reaps drain everything
+ * too.)  Otherwise a device holds work, and a big batch would keep it in
+ * the block layer's plug until the whole io_submit returns while the
+ * device drains: chunks hand it work early.
+ */
+#define BENCH_AUTO_ROUNDS 16
+static void bench_policy_init(struct bench_run *r)
+{
+	switch (r->o->submit) {
+	case BENCH_SUBMIT_SINGLE: r->batch_at = 1; break;
+	case BENCH_SUBMIT_BATCH: r->batch_at = UINT32_MAX; break;
+	case BENCH_SUBMIT_CHUNK:
+	case BENCH_SUBMIT_AUTO: r->batch_at = r->o->chunk; break;
+	}
+}
+
+static inline void bench_reap_begin(struct bench_run *r)
+{
+	r->reap_mark = r->completed;
+	r->reap_inflight = r->inflight;
+}
+
+static inline void bench_reap_end(struct bench_run *r)
+{
+	if (r->o->submit != BENCH_SUBMIT_AUTO)
+		return;
+	if (r->batch_at != UINT32_MAX) {
+		if (r->completed - r->reap_mark >= r->reap_inflight) {
+			r->batch_at = UINT32_MAX;
+			r->auto_rounds = BENCH_AUTO_ROUNDS;
+		}
+	} else if (--r->auto_rounds == 0) {
+		r->batch_at = r->o->chunk;
+	}
 }
 
 /* Returns false after printing why (out of memory). */
 static bool bench_run_init(struct bench_run *r, const struct bench_opts *o)
 {
-	*r = (struct bench_run){ .o = o, .deadline = UINT64_MAX };
+	*r = (struct bench_run){
+		.o = o, .deadline = UINT64_MAX, .issue_limit = UINT64_MAX, .lat = o->lat,
+	};
 	r->hist = (struct bench_hist *)calloc(1, sizeof *r->hist);
 	if (!r->hist) {
 		bench_complain("out of memory");
 		return false;
 	}
 	bench_gen_init(&r->gen, o);
+	bench_policy_init(r);
 
 	/* SIGINT/SIGTERM stop the run early; the in-flight I/O drains and the
 	 * results so far are reported. */
@@ -651,43 +728,47 @@ static void bench_begin(struct bench_run *r)
 /* The time for a completion (and for the issue of its replacement). */
 static inline uint64_t bench_stamp(struct bench_run *r)
 {
-	if (r->o->lat || ++r->since_clock % 64 == 0)
+	if (r->lat || ++r->since_clock % 64 == 0)
 		r->now = bench_now_ns();
 	return r->now;
 }
 
+/* A signal arrived?  Then stop (the engine's wait may also have said
+ * EINTR).  Returns whether the run is stopping. */
+static inline bool bench_check_signal(struct bench_run *r)
+{
+	if (bench_signal) {
+		bench_stop(r);
+		r->interrupted = true;
+	}
+	return r->stopping;
+}
+
 /* Refresh the time outside the per-I/O path (after a reap), checking the
- * limits and signals.  Needed only with --no-lat; harmless otherwise. */
+ * limits.  Needed only with --no-lat; harmless otherwise. */
 static inline void bench_refresh(struct bench_run *r)
 {
 	r->now = bench_now_ns();
 	if (r->now >= r->deadline)
 		bench_deadline(r, r->now);
-	if (bench_signal) {
-		r->stopping = true;
-		r->interrupted = true;
-	}
 }
 
-/* One I/O completed successfully; it was issued at t0. */
+/* One I/O completed successfully; it was issued at t0.  (Latencies of the
+ * warm-up go into the histogram too: it is cleared when measuring starts.) */
 static inline void bench_complete(struct bench_run *r, uint64_t t0, uint64_t now)
 {
 	r->inflight--;
+	r->completed++;
 	if (now >= r->deadline && bench_deadline(r, now))
 		return;                  /* the last warm-up I/O */
-	if (r->measuring) {
-		r->ios++;
-		if (r->o->lat)
-			bench_hist_add(r->hist, now - t0);
-	}
+	if (r->lat)
+		bench_hist_add(r->hist, now - t0);
 }
 
 /* May another I/O start?  If so it is counted as in flight from now. */
 static inline bool bench_issue(struct bench_run *r)
 {
-	if (r->stopping)
-		return false;
-	if (r->o->count && r->measuring && r->issued >= r->o->count) {
+	if (r->issued >= r->issue_limit) {
 		r->stopping = true;
 		return false;
 	}
@@ -696,22 +777,14 @@ static inline bool bench_issue(struct bench_run *r)
 	return true;
 }
 
-/* A signal arrived (the engine's wait said EINTR, or it polled the flag). */
-static inline bool bench_check_signal(struct bench_run *r)
-{
-	if (bench_signal) {
-		r->stopping = true;
-		r->interrupted = true;
-	}
-	return r->stopping;
-}
-
 /* Call once every I/O has completed. */
 static void bench_finish(struct bench_run *r)
 {
 	r->end_ns = bench_now_ns();
 	r->cpu1 = bench_cpu_now();
-	if (!r->measuring) {        /* stopped during the ramp: nothing measured */
+	if (r->measuring) {
+		r->ios = r->completed - r->completed0;
+	} else {                    /* stopped during the ramp: nothing measured */
 		r->start_ns = r->end_ns;
 		r->cpu0 = r->cpu1;
 	}
@@ -892,8 +965,8 @@ static void bench_report(const struct bench_run *r, const struct bench_engine_in
 		fprintf(f, ",\"cpu_user_us_per_io\":%.4f,\"cpu_sys_us_per_io\":%.4f"
 		        ",\"size\":%" PRIu64 ",\"seed\":%" PRIu64 ",\"ramp\":%g",
 		        user_us * per, sys_us * per, o->size, o->seed, o->ramp_s);
-		if (o->submit == BENCH_SUBMIT_AUTO)
-			fprintf(f, ",\"auto_batch\":%u", o->auto_batch);
+		if (o->submit == BENCH_SUBMIT_AUTO || o->submit == BENCH_SUBMIT_CHUNK)
+			fprintf(f, ",\"chunk\":%u", o->chunk);
 		if (o->rw == BENCH_MIXED)
 			fprintf(f, ",\"rwmix_read\":%u", o->rwmix_read);
 		if (r->interrupted)
@@ -906,8 +979,8 @@ static void bench_report(const struct bench_run *r, const struct bench_engine_in
 
 	printf("%s %s bs=%" PRIu64 " depth=%u submit=%s", e->engine,
 	       bench_rw_names[o->rw], o->bs, o->depth, bench_submit_names[o->submit]);
-	if (o->submit == BENCH_SUBMIT_AUTO)
-		printf("(%u)", o->auto_batch);
+	if (o->submit == BENCH_SUBMIT_AUTO || o->submit == BENCH_SUBMIT_CHUNK)
+		printf("(%u)", o->chunk);
 	if (o->rw == BENCH_MIXED)
 		printf(" rwmix-read=%u%%", o->rwmix_read);
 	if (e->api)

@@ -16,12 +16,16 @@
  *   poll      operations carry no callback; kaio_wait(ctx, ev, 1, DEPTH, -1)
  *             copies their events into an array (each event carries a
  *             buffer reference, dropped at once), and the loop refills.
- * Three ways to submit (--submit):
+ * Four ways to submit (--submit; the policies are bench-common.h's):
  *   single    kaio_read/kaio_write for each refill, as it happens;
  *   batch     the refills of one reap are collected as kaio_ops and go in
  *             one kaio_submit after it (with callbacks: after kaio_wait);
- *   auto      kaio_submit calls of up to --auto-batch (default 4) refills,
- *             made as soon as that many are ready, the rest after the reap.
+ *   chunk     kaio_submit calls of --chunk (default 4) refills, made as
+ *             soon as that many are ready (from the callbacks too), the
+ *             rest after the reap;
+ *   auto      batch after a reap that found every operation in flight
+ *             completed (CPU-bound: nothing for a device to start early),
+ *             else chunk.
  *
  * The workload, offsets, clock and report are those of bench/raw-aio, the
  * bare-syscall baseline (see bench-common.h): same flags, same --seed, same
@@ -58,6 +62,7 @@ struct bench {
 	int fd;
 	enum api api;
 	bool write_default;    /* direction of every I/O unless --rw mixed */
+	bool single;           /* --submit single: kaio_read/kaio_write */
 	kaio_cb cb;            /* on_done, or NULL for the poll API */
 	struct slot *slots;
 	struct kaio_op *pend;  /* batch/auto: refills not submitted yet */
@@ -100,7 +105,7 @@ static const char *why(int rc)
 #define fail(b, ...) do { \
 		if (!(b)->failed) bench_complain(__VA_ARGS__); \
 		(b)->failed = true; \
-		(b)->run.stopping = true; \
+		bench_stop(&(b)->run); \
 	} while (0)
 
 /* Submit the pending refills (batch and auto), as few calls as kaio_submit
@@ -133,7 +138,7 @@ static void refill(struct bench *b, struct slot *s, uint64_t now)
 	bool write = bench_next(&b->run.gen, &s->off, b->write_default);
 	s->t0 = now;
 
-	if (b->o->submit == BENCH_SUBMIT_SINGLE) {
+	if (b->single) {
 		int rc = write
 		         ? kaio_write(b->ctx, b->fd, s->off, s->buf, 0, b->o->bs, b->cb, (uintptr_t)s)
 		         : kaio_read(b->ctx, b->fd, s->off, s->buf, 0, b->o->bs, b->cb, (uintptr_t)s);
@@ -150,7 +155,7 @@ static void refill(struct bench *b, struct slot *s, uint64_t now)
 	op->offset = s->off;
 	op->buf = s->buf;
 	op->user_data = (uintptr_t)s;
-	if (b->o->submit == BENCH_SUBMIT_AUTO && b->npend >= b->o->auto_batch)
+	if (b->npend >= b->run.batch_at)
 		flush(b);
 }
 
@@ -174,7 +179,7 @@ static void completed(struct bench *b, struct slot *s, const struct kaio_event *
 	refill(b, s, now);
 }
 
-/* --api callback: runs inside kaio_wait; auto may submit from here. */
+/* --api callback: runs inside kaio_wait; single and chunk submit from here. */
 static void on_done(const struct kaio_event *ev)
 {
 	struct slot *s = (struct slot *)(uintptr_t)ev->user_data;
@@ -191,6 +196,7 @@ static void run(struct bench *b)
 		flush(b);
 		if (b->run.inflight == 0)
 			return;
+		bench_reap_begin(&b->run);
 		int n = b->api == API_POLL
 		        ? kaio_wait(b->ctx, b->events, 1, b->o->depth, -1)
 		        : kaio_wait(b->ctx, NULL, 1, 0, -1);
@@ -210,7 +216,8 @@ static void run(struct bench *b)
 			kaio_buf_unref(ev->buf);
 			completed(b, (struct slot *)(uintptr_t)ev->user_data, ev);
 		}
-		if (!b->o->lat)
+		bench_reap_end(&b->run);
+		if (!b->run.lat)
 			bench_refresh(&b->run);
 		bench_check_signal(&b->run);
 	}
@@ -245,6 +252,7 @@ int main(int argc, char **argv)
 	b.api = opt_api;
 	b.cb = opt_api == API_CALLBACK ? on_done : NULL;
 	b.write_default = bench_write_default(&o);
+	b.single = o.submit == BENCH_SUBMIT_SINGLE;
 
 	rc = bench_open(&o, &b.fd);
 	if (rc)
