@@ -17,6 +17,9 @@
 #include "sysaio.h"
 #include "tsan.h"
 
+#ifndef IOCB_FLAG_RESFD
+#define IOCB_FLAG_RESFD (1 << 0)
+#endif
 #ifndef IOCB_FLAG_IOPRIO
 #define IOCB_FLAG_IOPRIO (1 << 1)
 #endif
@@ -127,10 +130,13 @@ int Context::create(Context **out, kaio_ctx *handle, unsigned capacity, unsigned
 		delete c;
 		return fail(ENOMEM, "kaio_ctx_create: out of memory for %u request slots", capacity);
 	}
-	for (unsigned i = capacity; i-- > 0;) {
-		c->slots_[i].next = c->free_;
-		c->free_ = &c->slots_[i];
+	for (unsigned i = 0; i < capacity; i++) {
+		Slot *sl = &c->slots_[i];
+		sl->next_free = i; // the slot below slot i is slot i - 1
+		sl->iocb.data = sl;
 	}
+	c->free_head_.store(uint64_t(capacity) | (uint64_t(capacity) << kCountShift),
+	                    std::memory_order_relaxed);
 	c->evfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	c->wakefd_ = c->evfd_ < 0 ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (c->wakefd_ < 0) {
@@ -210,7 +216,7 @@ void Context::drain_for_destroy()
 
 	// Everything still in the kernel: wait for it, deliver callbacks.
 	struct io_event kev[kReapBatch];
-	while (inflight_.load(std::memory_order_acquire) > 0) {
+	while (inflight() > 0) {
 		int r = kaio_sys_io_getevents(kctx_, 1, kReapBatch, kev, nullptr);
 		if (r == -EINTR)
 			continue;
@@ -228,7 +234,7 @@ void Context::drain_for_destroy()
 			}
 		}
 	}
-	if (inflight_.load(std::memory_order_acquire) > 0) {
+	if (inflight() > 0) {
 		// The kernel would not report completions.  io_destroy waits for
 		// all of its I/O to finish, after which no buffer is in use: only
 		// then are references dropped, with the real result unknown.
@@ -251,41 +257,37 @@ void Context::drain_for_destroy()
 
 // ---- submission ---------------------------------------------------------------
 
-bool Context::reserve()
-{
-	unsigned cur = inflight_.load(std::memory_order_relaxed);
-	do {
-		if (cur >= capacity_)
-			return false;
-	} while (!inflight_.compare_exchange_weak(cur, cur + 1, std::memory_order_acquire,
-	                                          std::memory_order_relaxed));
-	return true;
-}
-
-void Context::unreserve()
-{
-	inflight_.fetch_sub(1, std::memory_order_release);
-}
-
 Slot *Context::take_slot()
 {
-	// reserve() succeeded, so a slot is free: each is returned to the
-	// list before its unit of capacity is given back.
-	lock_.lock();
-	Slot *s = free_;
-	free_ = s->next;
-	lock_.unlock();
-	return s;
+	uint64_t head = free_head_.load(std::memory_order_acquire);
+	for (;;) {
+		const uint32_t top = uint32_t(head & kTopMask);
+		if (!top)
+			return nullptr; // at capacity
+		Slot *s = &slots_[top - 1];
+		// May read a slot another thread just took (the tag then fails
+		// the exchange): atomic, so that race is benign.
+		const uint32_t below = __atomic_load_n(&s->next_free, __ATOMIC_RELAXED);
+		const uint64_t next = (((head >> kTagShift) + 1) << kTagShift) |
+		                      (uint64_t(free_count(head) - 1) << kCountShift) | below;
+		if (free_head_.compare_exchange_weak(head, next, std::memory_order_acquire,
+		                                     std::memory_order_acquire))
+			return s;
+	}
 }
 
 void Context::free_slot(Slot *s)
 {
-	lock_.lock();
 	s->state = kFree;
-	s->next = free_;
-	free_ = s;
-	lock_.unlock();
-	unreserve();
+	const uint32_t index1 = uint32_t(s - slots_) + 1;
+	uint64_t head = free_head_.load(std::memory_order_relaxed);
+	uint64_t next;
+	do {
+		__atomic_store_n(&s->next_free, uint32_t(head & kTopMask), __ATOMIC_RELAXED);
+		next = (((head >> kTagShift) + 1) << kTagShift) |
+		       (uint64_t(free_count(head) + 1) << kCountShift) | index1;
+	} while (!free_head_.compare_exchange_weak(head, next, std::memory_order_release,
+	                                           std::memory_order_relaxed));
 }
 
 void Context::drop_slot_refs(Slot *s)
@@ -298,6 +300,69 @@ void Context::drop_slot_refs(Slot *s)
 	for (uint32_t i = 0; i < s->nvec; i++)
 		buf_put(s->vbufs[i]);
 	s->nvec = 0;
+}
+
+// The submit fast path: a plain read or write on a cached fd that passes
+// every check is accepted here, in a few dozen instructions.  Anything else
+// (vectors, syncs, KAIO_RWF_APPEND, an fd not cached, any check failing)
+// returns false and takes the full validation, which alone refuses and
+// explains; so this only has to be right when it says yes.
+inline bool Context::fast_rw(const struct kaio_op &op) const
+{
+	static_assert(KAIO_OP_WRITE == KAIO_OP_READ + 1, "READ and WRITE are adjacent");
+	if (op.op - uint32_t(KAIO_OP_READ) > 1u)
+		return false;
+	if (op.reserved32 | op.reserved[0] | op.reserved[1] | (op.ioprio >> 16) |
+	    (op.rw_flags & ~(KAIO_RWF_DSYNC | KAIO_RWF_SYNC | KAIO_RWF_NOWAIT)))
+		return false;
+	const kaio_buf *b = op.buf;
+	if (!buf_live(b))
+		return false;
+	const uint64_t blen = b->len;
+	if (op.buf_offset > blen || op.len > blen - op.buf_offset ||
+	    op.offset > uint64_t(INT64_MAX) - op.len || op.len > uint64_t(INT64_MAX))
+		return false;
+	const uint64_t w = fdcache_.peek(op.fd); // 0 for fd < 0 or uncached
+	const uint64_t need = FdCache::kValid |
+	                      (op.op == KAIO_OP_READ ? FdCache::kReadable : FdCache::kWritable);
+	if ((w & need) != need)
+		return false;
+	const uint64_t kind = (w >> FdCache::kKindShift) & 0xf;
+	if (kind != uint64_t(FdKind::kRegular) && kind != uint64_t(FdKind::kBlock))
+		return false;
+	if (!(w & FdCache::kDirect))
+		return allow_buffered_;
+	const uintptr_t addr = reinterpret_cast<uintptr_t>(b->data) + op.buf_offset;
+	return ((addr & FdCache::align_mask(w, FdCache::kMemShift)) |
+	        ((op.offset | op.len) & FdCache::align_mask(w, FdCache::kOffShift))) == 0;
+}
+
+// fill_slot for what fast_rw accepted: every iocb field set explicitly
+// (another path's io_prep_* may have left others in it).
+inline void Context::fill_rw_fast(Slot *s, const struct kaio_op &op)
+{
+	s->user_data = op.user_data;
+	s->offset = op.offset;
+	s->cb = op.cb;
+	s->fd = op.fd;
+	s->op = op.op;
+	s->res = 0;
+	s->nvec = 0;
+	s->buf = op.buf;
+	buf_get(op.buf);
+	struct iocb *cb = &s->iocb;
+	cb->data = s;
+	cb->aio_lio_opcode = op.op == KAIO_OP_READ ? IO_CMD_PREAD : IO_CMD_PWRITE;
+	cb->aio_reqprio = static_cast<short>(op.ioprio);
+	cb->aio_fildes = op.fd;
+	cb->aio_rw_flags = op.rw_flags;
+	cb->u.c.buf = static_cast<char *>(op.buf->data) + op.buf_offset;
+	cb->u.c.nbytes = op.len;
+	cb->u.c.offset = static_cast<long long>(op.offset);
+	cb->u.c.flags = IOCB_FLAG_RESFD | (op.ioprio ? IOCB_FLAG_IOPRIO : 0);
+	cb->u.c.resfd = evfd_;
+	s->state = kInKernel;
+	KAIO_TSAN_RELEASE(s);
 }
 
 int Context::validate(const struct kaio_op &op, FdInfo *info)
@@ -546,7 +611,7 @@ int Context::fill_slot(Slot *s, const struct kaio_op &op)
 		s->iocb.aio_reqprio = static_cast<short>(op.ioprio);
 	}
 	io_set_eventfd(&s->iocb, evfd_);
-	s->iocb.data = s;
+	s->iocb.data = s; // io_prep_* cleared it
 	s->state = kInKernel;
 	KAIO_TSAN_RELEASE(s); // the reaping thread sees it via the kernel
 	return 0;
@@ -602,7 +667,7 @@ int Context::submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, uns
 		free_slot(slots[i]);
 	}
 	drop_slot_refs(slots[done]);
-	const bool nothing_to_reap = inflight_.load(std::memory_order_relaxed) == 1;
+	const bool nothing_to_reap = inflight() == 1;
 	int rc = kernel_refusal(slots[done], err, nothing_to_reap);
 	free_slot(slots[done]);
 	return rc;
@@ -626,17 +691,29 @@ int Context::submit(const struct kaio_op *ops, unsigned n)
 		unsigned k = 0;
 		while (k < kSubmitChunk && accepted + k < n) {
 			const struct kaio_op &op = ops[accepted + k];
+			if (fast_rw(op)) {
+				Slot *s = take_slot();
+				if (!s) {
+					refusal = fail_fixed(EAGAIN, kCapacityMessage);
+					break;
+				}
+				fill_rw_fast(s, op);
+				slots[k] = s;
+				iocbs[k] = &s->iocb;
+				k++;
+				continue;
+			}
 			FdInfo info;
 			int rc = validate(op, &info);
 			if (rc < 0) {
 				refusal = rc;
 				break;
 			}
-			if (!reserve()) {
+			Slot *s = take_slot();
+			if (!s) {
 				refusal = fail_fixed(EAGAIN, kCapacityMessage);
 				break;
 			}
-			Slot *s = take_slot();
 			rc = fill_slot(s, op);
 			if (rc < 0) {
 				free_slot(s);
@@ -805,7 +882,7 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	}
 	struct io_event kev[kReapBatch];
 	bool drained = false; // the completion eventfd, in this call
-	while (inflight_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed)) {
+	while (inflight() > queued_.load(std::memory_order_relaxed)) {
 		int r = take_completions(kev, kReapBatch, &drained);
 		if (r == -EINTR)
 			continue;

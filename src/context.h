@@ -31,7 +31,8 @@ struct Slot {
 	uint32_t vec_cap;  // allocated length of vbufs/iov (kept for reuse)
 	kaio_buf **vbufs;  // READV/WRITEV: one reference per segment
 	struct iovec *iov;
-	Slot *next;        // free list or queue of undelivered events
+	Slot *next;        // queue of undelivered events
+	uint32_t next_free; // free stack: index + 1 of the slot below (0: none)
 	uint8_t state;
 };
 
@@ -73,7 +74,10 @@ public:
 
 	int event_fd() const { return evfd_; }
 	unsigned capacity() const { return capacity_; }
-	unsigned inflight() const { return inflight_.load(std::memory_order_relaxed); }
+	unsigned inflight() const
+	{
+		return capacity_ - free_count(free_head_.load(std::memory_order_acquire));
+	}
 	void forget_fd(int fd) { fdcache_.forget(fd); }
 	bool delivering_on_this_thread() const;
 
@@ -86,11 +90,18 @@ private:
 	};
 	class DeliveryFrame;
 
+	bool fast_rw(const struct kaio_op &op) const;
+	void fill_rw_fast(Slot *s, const struct kaio_op &op);
 	int validate(const struct kaio_op &op, FdInfo *info);
 	int validate_rw(const struct kaio_op &op, FdInfo *info);
 	int check_fd_for_rw(const struct kaio_op &op, uint64_t total, FdInfo *info);
-	bool reserve();
-	void unreserve();
+	// The free slots are a lock-free stack whose head word packs the top
+	// slot (index + 1, 0 when empty), the number of free slots and an ABA
+	// tag.  Taking a slot is taking a unit of capacity: nullptr when full.
+	static constexpr uint64_t kTopMask = (1u << 20) - 1;
+	static constexpr unsigned kCountShift = 20;
+	static constexpr unsigned kTagShift = 40;
+	static unsigned free_count(uint64_t head) { return unsigned((head >> kCountShift) & kTopMask); }
 	Slot *take_slot();
 	int fill_slot(Slot *s, const struct kaio_op &op);
 	void drop_slot_refs(Slot *s);
@@ -122,7 +133,7 @@ private:
 	const bool allow_buffered_;
 	const bool threaded_;
 
-	std::atomic<unsigned> inflight_{0};
+	std::atomic<uint64_t> free_head_{0};
 	std::atomic<unsigned> queued_{0};   // undelivered events in the queue
 	std::atomic<unsigned> blocked_{0};  // kaio_wait callers in poll(2)
 	std::atomic<bool> shutting_down_{false};
@@ -132,8 +143,7 @@ private:
 	std::atomic<bool> ring_busy_{false};
 
 	Slot *slots_ = nullptr;
-	OptionalLock lock_;  // free list and undelivered queue
-	Slot *free_ = nullptr;
+	OptionalLock lock_;  // the queue of undelivered events
 	Slot *queue_head_ = nullptr;
 	Slot *queue_tail_ = nullptr;
 

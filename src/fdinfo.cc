@@ -176,21 +176,21 @@ FdCache::~FdCache()
 
 uint64_t FdCache::pack(const FdInfo &info)
 {
-	return kValid | (uint64_t(info.direct) << 1) | (uint64_t(info.readable) << 2) |
-	       (uint64_t(info.writable) << 3) | (uint64_t(info.kind) << 4) |
-	       (uint64_t(log2_plus1(info.mem_align)) << 8) |
-	       (uint64_t(log2_plus1(info.off_align)) << 16) |
+	return kValid | (info.direct ? kDirect : 0) | (info.readable ? kReadable : 0) |
+	       (info.writable ? kWritable : 0) | (uint64_t(info.kind) << kKindShift) |
+	       (uint64_t(log2_plus1(info.mem_align)) << kMemShift) |
+	       (uint64_t(log2_plus1(info.off_align)) << kOffShift) |
 	       (uint64_t(info.kind_bits) << 32);
 }
 
 void FdCache::unpack(uint64_t v, FdInfo *out)
 {
-	out->direct = (v >> 1) & 1;
-	out->readable = (v >> 2) & 1;
-	out->writable = (v >> 3) & 1;
-	out->kind = static_cast<FdKind>((v >> 4) & 0xf);
-	out->mem_align = from_log2_plus1((v >> 8) & 0xff);
-	out->off_align = from_log2_plus1((v >> 16) & 0xff);
+	out->direct = v & kDirect;
+	out->readable = v & kReadable;
+	out->writable = v & kWritable;
+	out->kind = static_cast<FdKind>((v >> kKindShift) & 0xf);
+	out->mem_align = from_log2_plus1((v >> kMemShift) & 0xff);
+	out->off_align = from_log2_plus1((v >> kOffShift) & 0xff);
 	out->kind_bits = static_cast<uint32_t>(v >> 32);
 }
 

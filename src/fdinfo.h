@@ -50,6 +50,27 @@ public:
 		return refresh(fd, out);
 	}
 
+	// The packed cached word for fd (see pack()), or 0 when not cached.
+	// For the submit fast path: a word is only ever used to accept.
+	uint64_t peek(int fd) const
+	{
+		if (static_cast<unsigned>(fd) >= unsigned(kChunk * kChunk))
+			return 0;
+		const std::atomic<uint64_t> *chunk =
+			chunks_[fd >> kChunkBits].load(std::memory_order_acquire);
+		return chunk ? chunk[fd & (kChunk - 1)].load(std::memory_order_acquire) : 0;
+	}
+	// The packed word's layout.
+	static constexpr uint64_t kValid = 1, kDirect = 2, kReadable = 4, kWritable = 8;
+	static constexpr unsigned kKindShift = 4, kMemShift = 8, kOffShift = 16;
+	// An alignment stored as log2 + 1 (0: none) in 8 bits at `shift`, as a
+	// mask of the low bits that must be 0.
+	static uint64_t align_mask(uint64_t word, unsigned shift)
+	{
+		const uint64_t align = (uint64_t(1) << ((word >> shift) & 0xff)) >> 1;
+		return align - (align != 0);
+	}
+
 	// Re-learns fd (never trusting the cache) and caches the answer.
 	int refresh(int fd, FdInfo *out);
 	void forget(int fd);
@@ -57,7 +78,6 @@ public:
 private:
 	static constexpr int kChunkBits = 10;
 	static constexpr int kChunk = 1 << kChunkBits;
-	static constexpr uint64_t kValid = 1;
 
 	std::atomic<uint64_t> *entry(int fd, bool create);
 	static uint64_t pack(const FdInfo &info);
