@@ -33,6 +33,7 @@ constexpr unsigned kSubmitChunk = 64;   // iocbs prepared per io_submit
 constexpr int kReapBatch = 64;          // events per io_getevents
 constexpr unsigned kInlineRefs = 16;    // vector refs copied to the stack
 constexpr int kKernelRetries = 4;       // io_submit EAGAIN retries
+constexpr int kNoResult = INT_MIN;      // submit_to_kernel: no first answer yet
 constexpr uint32_t kKnownRwFlags =
 	KAIO_RWF_DSYNC | KAIO_RWF_SYNC | KAIO_RWF_NOWAIT | KAIO_RWF_APPEND;
 
@@ -46,7 +47,7 @@ struct FrameNode {
 	const Context *ctx;
 	FrameNode *prev;
 };
-thread_local FrameNode *tl_frames = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local FrameNode *tl_frames = nullptr;
 
 const char *op_name(uint32_t op)
 {
@@ -133,6 +134,7 @@ int Context::create(Context **out, kaio_ctx *handle, unsigned capacity, unsigned
 	for (unsigned i = 0; i < capacity; i++) {
 		Slot *sl = &c->slots_[i];
 		sl->next_free = i; // the slot below slot i is slot i - 1
+		sl->self1 = i + 1;
 		sl->iocb.data = sl;
 	}
 	c->free_head_.store(uint64_t(capacity) | (uint64_t(capacity) << kCountShift),
@@ -279,7 +281,7 @@ Slot *Context::take_slot()
 void Context::free_slot(Slot *s)
 {
 	s->state = kFree;
-	const uint32_t index1 = uint32_t(s - slots_) + 1;
+	const uint32_t index1 = s->self1;
 	uint64_t head = free_head_.load(std::memory_order_relaxed);
 	uint64_t next;
 	do {
@@ -637,12 +639,14 @@ int Context::kernel_refusal(const Slot *s, int err, bool nothing_to_reap)
 	            s->fd, static_cast<unsigned long long>(s->offset), errno_text(err));
 }
 
-int Context::submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, unsigned *accepted)
+int Context::submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, unsigned *accepted,
+                              int first)
 {
 	unsigned done = 0;
 	int again = 0, err = 0;
 	while (done < n) {
-		int r = kaio_sys_io_submit(kctx_, long(n - done), iocbs + done);
+		int r = first != kNoResult ? first : kaio_sys_io_submit(kctx_, long(n - done), iocbs + done);
+		first = kNoResult;
 		if (r > 0) {
 			done += unsigned(r) < n - done ? unsigned(r) : n - done;
 			again = 0;
@@ -681,6 +685,21 @@ int Context::submit(const struct kaio_op *ops, unsigned n)
 		return 0;
 	if (!ops)
 		return fail(EINVAL, "kaio_submit: ops is NULL");
+	if (n == 1 && fast_rw(ops[0])) {
+		// One plain read or write (kaio_read, kaio_write): it either fails,
+		// setting the last error, or succeeds, leaving it; no guard needed.
+		Slot *s = take_slot();
+		if (!s)
+			return fail_fixed(EAGAIN, kCapacityMessage);
+		fill_rw_fast(s, ops[0]);
+		struct iocb *iocb = &s->iocb;
+		int r = kaio_sys_io_submit(kctx_, 1, &iocb);
+		if (r == 1)
+			return 1;
+		unsigned took = 0; // anything else: retries and refusals as for a batch
+		int rc = submit_to_kernel(&s, &iocb, 1, &took, r);
+		return rc < 0 ? rc : 1;
+	}
 
 	LastErrorGuard last_error_guard; // kept only if the call fails
 	Slot *slots[kSubmitChunk];
@@ -797,28 +816,77 @@ private:
 
 } // namespace
 
+__attribute__((noinline)) void Context::deliver_vector_callback(Slot *s)
+{
+	struct kaio_event ev;
+	fill_event(s, &ev);
+	const kaio_cb cb = s->cb;
+	VectorRefs vector_refs(s);
+	free_slot(s); // before the callback: it may submit a follow-up
+	cb(&ev);
+}
+
 void Context::deliver_callback(Slot *s)
 {
+	if (s->nvec) {
+		deliver_vector_callback(s);
+		return;
+	}
 	struct kaio_event ev;
 	fill_event(s, &ev);
 	const kaio_cb cb = s->cb;
 	kaio_buf *const buf = s->buf;
 	s->buf = nullptr;
-	VectorRefs vector_refs(s);
 	free_slot(s); // before the callback: it may submit a follow-up
 
 	cb(&ev);
 
 	if (buf)
-		buf_put(buf); // the vector's go when vector_refs does
+		buf_put(buf);
 }
 
-void Context::deliver_event(Slot *s, struct kaio_event *ev)
+__attribute__((noinline)) void Context::deliver_event_now(Slot *s, struct kaio_event *ev)
 {
 	fill_event(s, ev); // ev->buf carries the operation's reference
 	s->buf = nullptr;
 	VectorRefs vector_refs(s);
-	free_slot(s);
+	free_slot(s); // before a release function may submit
+}
+
+inline void Context::deliver_event(Slot *s, struct kaio_event *ev, FreeChain *chain)
+{
+	if (s->nvec || !chain) {
+		deliver_event_now(s, ev);
+		return;
+	}
+	fill_event(s, ev); // ev->buf carries the operation's reference
+	s->buf = nullptr;
+	// A read or write: nothing of the user's runs before the chain is
+	// returned, at the end of this reap or before the next callback.
+	s->state = kFree;
+	const uint32_t index1 = s->self1;
+	if (chain->last)
+		__atomic_store_n(&chain->last->next_free, index1, __ATOMIC_RELAXED);
+	else
+		chain->first = s;
+	chain->last = s;
+	chain->n++;
+}
+
+void Context::free_chain(FreeChain *chain)
+{
+	if (!chain->n)
+		return;
+	const uint32_t first1 = chain->first->self1;
+	uint64_t head = free_head_.load(std::memory_order_relaxed);
+	uint64_t next;
+	do {
+		__atomic_store_n(&chain->last->next_free, uint32_t(head & kTopMask), __ATOMIC_RELAXED);
+		next = (((head >> kTagShift) + 1) << kTagShift) |
+		       (uint64_t(free_count(head) + chain->n) << kCountShift) | first1;
+	} while (!free_head_.compare_exchange_weak(head, next, std::memory_order_release,
+	                                           std::memory_order_relaxed));
+	*chain = FreeChain();
 }
 
 void Context::queue_undelivered(Slot *s)
@@ -836,16 +904,17 @@ void Context::queue_undelivered(Slot *s)
 	signal_blocked_waiters(); // a kaio_wait blocked with room must see it
 }
 
-void Context::complete(Slot *s, struct kaio_event *events, unsigned max, unsigned *copied,
-                       unsigned *delivered)
+inline void Context::complete(Slot *s, struct kaio_event *events, unsigned max, unsigned *copied,
+                              unsigned *delivered, FreeChain *chain)
 {
 	if (s->res == -EINVAL || s->res == -EBADF)
 		fdcache_.forget(s->fd); // never trust what we learnt about it again
 	if (s->cb) {
+		free_chain(chain); // the callback may submit: capacity first
 		deliver_callback(s);
 		++*delivered;
 	} else if (*copied < max) {
-		deliver_event(s, &events[(*copied)++]);
+		deliver_event(s, &events[(*copied)++], chain);
 		++*delivered;
 	} else {
 		queue_undelivered(s);
@@ -875,13 +944,14 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		lock_.unlock();
 		while (chain) {
 			Slot *next = chain->next;
-			deliver_event(chain, &events[copied++]);
+			deliver_event(chain, &events[copied++], nullptr);
 			++*delivered;
 			chain = next;
 		}
 	}
 	struct io_event kev[kReapBatch];
 	bool drained = false; // the completion eventfd, in this call
+	FreeChain freed;
 	while (inflight() > queued_.load(std::memory_order_relaxed)) {
 		int r = take_completions(kev, kReapBatch, &drained);
 		if (r == -EINTR)
@@ -895,8 +965,9 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 			KAIO_TSAN_ACQUIRE(s);
 			// libaio declares res unsigned long: the kernel's value is signed.
 			s->res = static_cast<int64_t>(static_cast<long>(kev[i].res));
-			complete(s, events, max, &copied, delivered);
+			complete(s, events, max, &copied, delivered, &freed);
 		}
+		free_chain(&freed);
 		if (r < kReapBatch)
 			break;
 	}

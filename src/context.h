@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <mutex>
 #include <sys/uio.h>
@@ -33,6 +34,7 @@ struct Slot {
 	struct iovec *iov;
 	Slot *next;        // queue of undelivered events
 	uint32_t next_free; // free stack: index + 1 of the slot below (0: none)
+	uint32_t self1;     // this slot's index + 1
 	uint8_t state;
 };
 
@@ -106,15 +108,28 @@ private:
 	int fill_slot(Slot *s, const struct kaio_op &op);
 	void drop_slot_refs(Slot *s);
 	void free_slot(Slot *s);
-	int submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, unsigned *accepted);
+	// Submits iocbs[0..n) (first: io_submit's answer for them if the caller
+	// already asked, else INT_MIN), retrying and handing back what the
+	// kernel refuses.
+	int submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, unsigned *accepted,
+	                     int first = INT_MIN);
 	int kernel_refusal(const Slot *s, int err, bool nothing_to_reap);
 
 	unsigned reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err);
+	// Slots freed during one reap, returned to the free stack together.
+	struct FreeChain {
+		Slot *first = nullptr;
+		Slot *last = nullptr;
+		unsigned n = 0;
+	};
 	void complete(Slot *s, struct kaio_event *events, unsigned max,
-	              unsigned *copied, unsigned *delivered);
+	              unsigned *copied, unsigned *delivered, FreeChain *chain);
+	void free_chain(FreeChain *chain);
 	void fill_event(const Slot *s, struct kaio_event *ev) const;
 	void deliver_callback(Slot *s);
-	void deliver_event(Slot *s, struct kaio_event *ev);
+	void deliver_vector_callback(Slot *s);
+	void deliver_event(Slot *s, struct kaio_event *ev, FreeChain *chain);
+	void deliver_event_now(Slot *s, struct kaio_event *ev);
 	void queue_undelivered(Slot *s);
 	void drain_eventfd();
 	int take_completions(struct io_event *kev, int max, bool *drained);

@@ -13,8 +13,11 @@ constexpr size_t kMessageSize = 512;
 // Three buffers: the one kaio_last_error() shows, the one a LastErrorGuard
 // protects, and one to format into.
 thread_local char tl_messages[3][kMessageSize];
-thread_local const char *tl_protected = nullptr;
-thread_local const char *tl_last = "";
+// Small and used on every call: initial-exec (no __tls_get_addr call).
+// The big buffers above stay general-dynamic: they are touched only on
+// failures, and static TLS space for dlopen'ed libraries is scarce.
+__attribute__((tls_model("initial-exec"))) thread_local const char *tl_protected = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local const char *tl_last = "";
 thread_local char tl_errno_text[64];
 
 } // namespace

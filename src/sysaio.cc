@@ -119,17 +119,22 @@ SEAM int kaio_sys_ring_reap(io_context_t ctx, long nr, struct io_event *events)
 	const unsigned tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
 	if (head >= size || tail >= size)
 		return -EIO;
+	// At most two contiguous runs: head to the end of the ring, then from 0.
 	long n = 0;
 	while (n < nr && head != tail) {
-		events[n] = ring->io_events[head];
-#ifdef HAVE_VALGRIND_MEMCHECK_H
-		if (g_valgrind.load(std::memory_order_relaxed))
-			mark_read_defined(events[n]);
-#endif
-		n++;
-		if (++head == size)
+		const unsigned end = tail > head ? tail : size;
+		const long run = end - head < unsigned(nr - n) ? long(end - head) : nr - n;
+		memcpy(events + n, ring->io_events + head, size_t(run) * sizeof *events);
+		n += run;
+		head += unsigned(run);
+		if (head == size)
 			head = 0;
 	}
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+	if (n && g_valgrind.load(std::memory_order_relaxed))
+		for (long i = 0; i < n; i++)
+			mark_read_defined(events[i]);
+#endif
 	// Release: the slots are free for the kernel only after the copies.
 	if (n)
 		__atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
