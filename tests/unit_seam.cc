@@ -90,6 +90,8 @@ int __real_statx(int dirfd, const char *path, int flags, unsigned mask, struct s
 int __wrap_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *st)
 {
 	statx_calls++;
+	if (statx_mode != StatxMode::kPass)
+		kt_figure_add("syscall_faults_injected", 1);
 	if (statx_mode == StatxMode::kFail) {
 		errno = ENOSYS;
 		return -1;
@@ -106,6 +108,7 @@ int __wrap_kaio_sys_io_setup(unsigned nr, io_context_t *ctx)
 	if (!setup_script.empty()) {
 		Answer a = setup_script.front();
 		setup_script.pop_front();
+		kt_figure_add("syscall_faults_injected", 1);
 		return int(a.value);
 	}
 	return __real_kaio_sys_io_setup(nr, ctx);
@@ -120,6 +123,7 @@ int __wrap_kaio_sys_io_submit(io_context_t ctx, long nr, struct iocb **iocbs)
 	if (!submit_script.empty()) {
 		Answer a = submit_script.front();
 		submit_script.pop_front();
+		kt_figure_add("syscall_faults_injected", 1);
 		if (a.kind == Kind::kError)
 			return int(a.value);
 		if (a.kind == Kind::kLimit && nr > a.value)
@@ -138,11 +142,13 @@ int __wrap_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct 
 		Answer a = getevents_script.front();
 		if (a.kind == Kind::kError) {
 			getevents_script.pop_front();
+			kt_figure_add("syscall_faults_injected", 1);
 			return int(a.value);
 		}
 		int r = __real_kaio_sys_io_getevents(ctx, min_nr, nr, events, timeout);
 		if (r > 0) {
 			getevents_script.pop_front();
+			kt_figure_add("syscall_faults_injected", r);
 			for (int i = 0; i < r; i++) {
 				if (a.kind == Kind::kRewriteRes2)
 					events[i].res2 = static_cast<unsigned long>(a.value);
@@ -166,6 +172,7 @@ long __wrap_kaio_sys_eventfd_read(int fd, uint64_t *value)
 			return __real_kaio_sys_eventfd_read(fd, value);
 		}
 		efd_failed++;
+		kt_figure_add("eventfd_read_failures_injected", 1);
 		return efd_error;
 	}
 	return __real_kaio_sys_eventfd_read(fd, value);
