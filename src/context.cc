@@ -119,6 +119,7 @@ Context::Context(kaio_ctx *handle, unsigned capacity, unsigned flags)
 	  allow_buffered_(flags & KAIO_CTX_ALLOW_BUFFERED),
 	  threaded_(!(flags & KAIO_CTX_SINGLE_THREAD)), lock_(threaded_)
 {
+	fdcache_.set_allow_buffered(allow_buffered_);
 }
 
 int Context::create(Context **out, kaio_ctx *handle, unsigned capacity, unsigned flags)
@@ -309,9 +310,8 @@ void Context::drop_slot_refs(Slot *s)
 // (vectors, syncs, KAIO_RWF_APPEND, an fd not cached, any check failing)
 // returns false and takes the full validation, which alone refuses and
 // explains; so this only has to be right when it says yes.
-inline bool Context::fast_rw(const struct kaio_op &op) const
+__attribute__((always_inline)) inline bool Context::fast_rw(const struct kaio_op &op) const
 {
-	static_assert(KAIO_OP_WRITE == KAIO_OP_READ + 1, "READ and WRITE are adjacent");
 	if (op.op - uint32_t(KAIO_OP_READ) > 1u)
 		return false;
 	if (op.reserved32 | op.reserved[0] | op.reserved[1] | (op.ioprio >> 16) |
@@ -320,28 +320,22 @@ inline bool Context::fast_rw(const struct kaio_op &op) const
 	const kaio_buf *b = op.buf;
 	if (!buf_live(b))
 		return false;
+	// A buffer is shorter than INT64_MAX, so len is too.
 	const uint64_t blen = b->len;
-	if (op.buf_offset > blen || op.len > blen - op.buf_offset ||
-	    op.offset > uint64_t(INT64_MAX) - op.len || op.len > uint64_t(INT64_MAX))
+	if (op.len > blen || op.buf_offset > blen - op.len ||
+	    op.offset > uint64_t(INT64_MAX) - op.len)
 		return false;
 	const uint64_t w = fdcache_.peek(op.fd); // 0 for fd < 0 or uncached
-	const uint64_t need = FdCache::kValid |
-	                      (op.op == KAIO_OP_READ ? FdCache::kReadable : FdCache::kWritable);
-	if ((w & need) != need)
+	if (!(w & (uint64_t(1) << op.op)))       // kFastRead / kFastWrite
 		return false;
-	const uint64_t kind = (w >> FdCache::kKindShift) & 0xf;
-	if (kind != uint64_t(FdKind::kRegular) && kind != uint64_t(FdKind::kBlock))
-		return false;
-	if (!(w & FdCache::kDirect))
-		return allow_buffered_;
 	const uintptr_t addr = reinterpret_cast<uintptr_t>(b->data) + op.buf_offset;
-	return ((addr & FdCache::align_mask(w, FdCache::kMemShift)) |
-	        ((op.offset | op.len) & FdCache::align_mask(w, FdCache::kOffShift))) == 0;
+	return ((addr & ((w >> FdCache::kMemMaskShift) & 0xffff)) |
+	        ((op.offset | op.len) & ((w >> FdCache::kOffMaskShift) & 0xffff))) == 0;
 }
 
 // fill_slot for what fast_rw accepted: every iocb field set explicitly
 // (another path's io_prep_* may have left others in it).
-inline void Context::fill_rw_fast(Slot *s, const struct kaio_op &op)
+__attribute__((always_inline)) inline void Context::fill_rw_fast(Slot *s, const struct kaio_op &op)
 {
 	s->user_data = op.user_data;
 	s->offset = op.offset;

@@ -174,13 +174,25 @@ FdCache::~FdCache()
 		delete[] c.load(std::memory_order_relaxed);
 }
 
-uint64_t FdCache::pack(const FdInfo &info)
+uint64_t FdCache::pack(const FdInfo &info) const
 {
-	return kValid | (info.direct ? kDirect : 0) | (info.readable ? kReadable : 0) |
-	       (info.writable ? kWritable : 0) | (uint64_t(info.kind) << kKindShift) |
-	       (uint64_t(log2_plus1(info.mem_align)) << kMemShift) |
-	       (uint64_t(log2_plus1(info.off_align)) << kOffShift) |
-	       (uint64_t(info.kind_bits) << 32);
+	uint64_t v = kValid | (info.direct ? kDirect : 0) | (info.readable ? kReadable : 0) |
+	             (info.writable ? kWritable : 0) | (uint64_t(info.kind) << kKindShift) |
+	             (uint64_t((info.kind_bits >> 12) & 0xf) << kFmtShift) |
+	             (uint64_t(log2_plus1(info.mem_align)) << kMemLogShift) |
+	             (uint64_t(log2_plus1(info.off_align)) << kOffLogShift);
+	const bool rw_kind = info.kind == FdKind::kRegular || info.kind == FdKind::kBlock;
+	const uint32_t mem = info.direct ? info.mem_align : 0; // buffered: no alignment
+	const uint32_t off = info.direct ? info.off_align : 0;
+	if (rw_kind && (info.direct || allow_buffered_) && mem <= 65536 && off <= 65536) {
+		v |= uint64_t(mem ? mem - 1 : 0) << kMemMaskShift;
+		v |= uint64_t(off ? off - 1 : 0) << kOffMaskShift;
+		if (info.readable)
+			v |= kFastRead;
+		if (info.writable)
+			v |= kFastWrite;
+	}
+	return v;
 }
 
 void FdCache::unpack(uint64_t v, FdInfo *out)
@@ -189,9 +201,9 @@ void FdCache::unpack(uint64_t v, FdInfo *out)
 	out->readable = v & kReadable;
 	out->writable = v & kWritable;
 	out->kind = static_cast<FdKind>((v >> kKindShift) & 0xf);
-	out->mem_align = from_log2_plus1((v >> kMemShift) & 0xff);
-	out->off_align = from_log2_plus1((v >> kOffShift) & 0xff);
-	out->kind_bits = static_cast<uint32_t>(v >> 32);
+	out->kind_bits = uint32_t((v >> kFmtShift) & 0xf) << 12;
+	out->mem_align = from_log2_plus1((v >> kMemLogShift) & 0xff);
+	out->off_align = from_log2_plus1((v >> kOffLogShift) & 0xff);
 }
 
 std::atomic<uint64_t> *FdCache::entry(int fd, bool create)

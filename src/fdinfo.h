@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "kaio.h"
+
 namespace kaio {
 
 enum class FdKind : uint8_t { kOther = 0, kRegular, kBlock, kDirectory };
@@ -60,16 +62,22 @@ public:
 			chunks_[fd >> kChunkBits].load(std::memory_order_acquire);
 		return chunk ? chunk[fd & (kChunk - 1)].load(std::memory_order_acquire) : 0;
 	}
-	// The packed word's layout.
-	static constexpr uint64_t kValid = 1, kDirect = 2, kReadable = 4, kWritable = 8;
-	static constexpr unsigned kKindShift = 4, kMemShift = 8, kOffShift = 16;
-	// An alignment stored as log2 + 1 (0: none) in 8 bits at `shift`, as a
-	// mask of the low bits that must be 0.
-	static uint64_t align_mask(uint64_t word, unsigned shift)
-	{
-		const uint64_t align = (uint64_t(1) << ((word >> shift) & 0xff)) >> 1;
-		return align - (align != 0);
-	}
+	// The packed word's layout.  kFastRead/kFastWrite (bits KAIO_OP_READ
+	// and KAIO_OP_WRITE) say that a read/write on the fd needs only the
+	// alignment masks checked (a regular file or block device, open for
+	// that, O_DIRECT or buffered I/O allowed, alignments <= 64 KiB).
+	static constexpr uint64_t kValid = 1, kFastRead = 2, kFastWrite = 4, kDirect = 8,
+	                          kReadable = 16, kWritable = 32;
+	static constexpr unsigned kKindShift = 6;      // 4 bits: FdKind
+	static constexpr unsigned kFmtShift = 10;      // 4 bits: st_mode >> 12
+	static constexpr unsigned kMemMaskShift = 16;  // 16 bits: fast-path masks
+	static constexpr unsigned kOffMaskShift = 32;
+	static constexpr unsigned kMemLogShift = 48;   // 8 bits each: log2 + 1
+	static constexpr unsigned kOffLogShift = 56;
+	static_assert(KAIO_OP_READ == 1 && KAIO_OP_WRITE == 2, "fast bits are 1 << op");
+
+	// Whether buffered (non-O_DIRECT) fds are accepted: set once, before use.
+	void set_allow_buffered(bool allow) { allow_buffered_ = allow; }
 
 	// Re-learns fd (never trusting the cache) and caches the answer.
 	int refresh(int fd, FdInfo *out);
@@ -80,10 +88,11 @@ private:
 	static constexpr int kChunk = 1 << kChunkBits;
 
 	std::atomic<uint64_t> *entry(int fd, bool create);
-	static uint64_t pack(const FdInfo &info);
 	static void unpack(uint64_t v, FdInfo *out);
 
+	uint64_t pack(const FdInfo &info) const;
 	std::atomic<std::atomic<uint64_t> *> chunks_[kChunk] = {};
+	bool allow_buffered_ = false;
 };
 
 } // namespace kaio
