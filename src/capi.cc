@@ -108,7 +108,7 @@ int submit_one(kaio_ctx *ctx, const struct kaio_op &op, const char *fn)
 	if (!c)
 		return rc;
 	try {
-		rc = c->submit(&op, 1);
+		rc = c->submit_one(op);
 	} catch (...) {
 		return internal_error(fn);
 	}

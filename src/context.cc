@@ -671,7 +671,33 @@ int Context::submit_to_kernel(Slot **slots, struct iocb **iocbs, unsigned n, uns
 	return rc;
 }
 
+int Context::submit_one(const struct kaio_op &op)
+{
+	if (!fast_rw(op) || shutting_down_.load(std::memory_order_relaxed))
+		return submit_general(&op, 1);
+	// One plain read or write (kaio_read, kaio_write): it either fails,
+	// setting the last error, or succeeds, leaving it; no guard needed.
+	Slot *s = take_slot();
+	if (!s)
+		return fail_fixed(EAGAIN, kCapacityMessage);
+	fill_rw_fast(s, op);
+	struct iocb *iocb = &s->iocb;
+	int r = kaio_sys_io_submit(kctx_, 1, &iocb);
+	if (r == 1)
+		return 1;
+	unsigned took = 0; // anything else: retries and refusals as for a batch
+	int rc = submit_to_kernel(&s, &iocb, 1, &took, r);
+	return rc < 0 ? rc : 1;
+}
+
 int Context::submit(const struct kaio_op *ops, unsigned n)
+{
+	if (n == 1 && ops)
+		return submit_one(ops[0]);
+	return submit_general(ops, n);
+}
+
+int Context::submit_general(const struct kaio_op *ops, unsigned n)
 {
 	if (shutting_down_.load(std::memory_order_relaxed))
 		return fail(ESHUTDOWN, "the context is being destroyed: no new operation is accepted");
@@ -679,21 +705,6 @@ int Context::submit(const struct kaio_op *ops, unsigned n)
 		return 0;
 	if (!ops)
 		return fail(EINVAL, "kaio_submit: ops is NULL");
-	if (n == 1 && fast_rw(ops[0])) {
-		// One plain read or write (kaio_read, kaio_write): it either fails,
-		// setting the last error, or succeeds, leaving it; no guard needed.
-		Slot *s = take_slot();
-		if (!s)
-			return fail_fixed(EAGAIN, kCapacityMessage);
-		fill_rw_fast(s, ops[0]);
-		struct iocb *iocb = &s->iocb;
-		int r = kaio_sys_io_submit(kctx_, 1, &iocb);
-		if (r == 1)
-			return 1;
-		unsigned took = 0; // anything else: retries and refusals as for a batch
-		int rc = submit_to_kernel(&s, &iocb, 1, &took, r);
-		return rc < 0 ? rc : 1;
-	}
 
 	LastErrorGuard last_error_guard; // kept only if the call fails
 	Slot *slots[kSubmitChunk];

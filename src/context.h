@@ -64,6 +64,7 @@ public:
 	~Context();
 
 	int submit(const struct kaio_op *ops, unsigned n);
+	int submit_one(const struct kaio_op &op); // kaio_read and the like
 	int poll(struct kaio_event *events, unsigned max);
 	int wait(struct kaio_event *events, unsigned min, unsigned max, int timeout_ms);
 	int wake();
@@ -92,6 +93,7 @@ private:
 	};
 	class DeliveryFrame;
 
+	int submit_general(const struct kaio_op *ops, unsigned n);
 	bool fast_rw(const struct kaio_op &op) const;
 	void fill_rw_fast(Slot *s, const struct kaio_op &op);
 	int validate(const struct kaio_op &op, FdInfo *info);
