@@ -279,6 +279,35 @@ Slot *Context::take_slot()
 	}
 }
 
+unsigned Context::take_slots(Slot **out, unsigned want)
+{
+	uint64_t head = free_head_.load(std::memory_order_acquire);
+	for (;;) {
+		const unsigned avail = free_count(head);
+		const unsigned k = want < avail ? want : avail;
+		if (!k)
+			return 0;
+		// Walk k slots down from the top (links read atomically: another
+		// thread may be taking them too, and then the exchange fails).
+		uint32_t top = uint32_t(head & kTopMask);
+		unsigned got = 0;
+		while (got < k && top) {
+			Slot *s = &slots_[top - 1];
+			out[got++] = s;
+			top = __atomic_load_n(&s->next_free, __ATOMIC_RELAXED);
+		}
+		if (got == k) {
+			const uint64_t next = (((head >> kTagShift) + 1) << kTagShift) |
+			                      (uint64_t(avail - k) << kCountShift) | top;
+			if (free_head_.compare_exchange_weak(head, next, std::memory_order_acquire,
+			                                     std::memory_order_acquire))
+				return k;
+		} else {
+			head = free_head_.load(std::memory_order_acquire); // torn walk: retry
+		}
+	}
+}
+
 void Context::free_slot(Slot *s)
 {
 	s->state = kFree;
@@ -713,7 +742,21 @@ int Context::submit_general(const struct kaio_op *ops, unsigned n)
 	int refusal = 0; // -errno of the first operation not accepted
 	while (accepted < n && !refusal) {
 		unsigned k = 0;
-		while (k < kSubmitChunk && accepted + k < n) {
+		// A run of plain reads/writes takes its slots in one exchange.
+		unsigned run = 0;
+		const unsigned room = n - accepted < kSubmitChunk ? n - accepted : kSubmitChunk;
+		while (run < room && fast_rw(ops[accepted + run]))
+			run++;
+		if (run > 1) {
+			k = take_slots(slots, run);
+			for (unsigned i = 0; i < k; i++) {
+				fill_rw_fast(slots[i], ops[accepted + i]);
+				iocbs[i] = &slots[i]->iocb;
+			}
+			if (k < run)
+				refusal = fail_fixed(EAGAIN, kCapacityMessage);
+		}
+		while (!refusal && k < kSubmitChunk && accepted + k < n) {
 			const struct kaio_op &op = ops[accepted + k];
 			if (fast_rw(op)) {
 				Slot *s = take_slot();

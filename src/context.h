@@ -107,6 +107,7 @@ private:
 	static constexpr unsigned kTagShift = 40;
 	static unsigned free_count(uint64_t head) { return unsigned((head >> kCountShift) & kTopMask); }
 	Slot *take_slot();
+	unsigned take_slots(Slot **out, unsigned want); // up to want; 0 when full
 	int fill_slot(Slot *s, const struct kaio_op &op);
 	void drop_slot_refs(Slot *s);
 	void free_slot(Slot *s);
