@@ -98,7 +98,7 @@ struct raw {
 	int fd;
 	bool write_default;
 	struct slot *slots;
-	struct iocb **pend;         /* batch/auto: refills not submitted yet */
+	struct iocb **pend;         /* batch, chunk, auto: refills not submitted yet */
 	unsigned npend;
 	struct io_event *events;    /* DEPTH per reap */
 	bool failed;
@@ -179,10 +179,12 @@ static inline void refill(struct raw *r, struct slot *s, uint64_t now)
 
 /* Completions from the ring, without a syscall: at most max, 0 if none.
  * The kernel publishes tail after writing the event (acquire pairs with
- * it); head is published once the events are copied (release). */
+ * it); head is published once the events are copied (release).  Only this
+ * thread consumes (io_getevents, when it blocks, moves head too, but never
+ * while this runs). */
 static inline int ring_reap(struct aio_ring *ring, struct io_event *ev, unsigned max)
 {
-	unsigned head = ring->head, nr = ring->nr, n = 0;
+	unsigned head = __atomic_load_n(&ring->head, __ATOMIC_RELAXED), nr = ring->nr, n = 0;
 	unsigned tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
 
 	while (head != tail && n < max) {
@@ -289,7 +291,9 @@ int main(int argc, char **argv)
 	int status = 1, rc;
 
 	bench_prog = "raw-aio";
-	rc = bench_parse(argc, argv, &o, "The baseline: O_DIRECT I/O on one file with bare io_submit/io_getevents.", &extra);
+	rc = bench_parse(argc, argv, &o,
+	                 "The baseline: O_DIRECT I/O on one file with bare io_submit/io_getevents.",
+	                 &extra);
 	if (rc)
 		return rc == 1 ? 0 : 2;
 	r.o = &o;

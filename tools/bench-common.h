@@ -16,17 +16,22 @@
  *   - the run state: warm-up (--ramp), the --time / --count limits, the
  *     in-flight count, and a latency histogram (log-linear, fixed size, no
  *     allocation per I/O, ~0.4% resolution);
+ *   - the submission policies (single, batch, chunk, auto), as the number
+ *     of pending refills at which the engine submits;
  *   - CPU accounting with getrusage, and the report: human-readable, or one
  *     line of JSON with --json.
  *
- * The per-I/O path of an engine is, in this order:
+ * An engine's loop is, in this order:
  *
- *   now = bench_stamp(r);               one clock read per completion
- *   bench_complete(r, slot->t0, now);   latency, counters, time limits
- *   if (bench_issue(r)) {               may another I/O start?
- *       w = bench_next(&r->gen, &off);  its offset and direction
- *       slot->t0 = now; ...submit...
- *   }
+ *   bench_reap_begin(r); ...wait for completions...
+ *   for each completion:
+ *       now = bench_stamp(r);               one clock read per completion
+ *       bench_complete(r, slot->t0, now);   latency, counters, time limits
+ *       if (bench_issue(r)) {               may another I/O start?
+ *           w = bench_next(&r->gen, &off, ...);  its offset and direction
+ *           slot->t0 = now; queue it; submit once r->batch_at are queued
+ *       }
+ *   bench_reap_end(r); submit what is queued; stop when nothing is in flight
  *
  * One clock read per I/O serves both the completion of one request and the
  * issue time of the one replacing it.  --no-lat drops it: completions then
@@ -60,7 +65,9 @@
 /* ---- Options ----------------------------------------------------------- */
 
 enum bench_rw { BENCH_READ, BENCH_WRITE, BENCH_RANDREAD, BENCH_RANDWRITE, BENCH_MIXED };
-enum bench_submit { BENCH_SUBMIT_SINGLE, BENCH_SUBMIT_BATCH, BENCH_SUBMIT_AUTO, BENCH_SUBMIT_CHUNK };
+enum bench_submit {
+	BENCH_SUBMIT_SINGLE, BENCH_SUBMIT_BATCH, BENCH_SUBMIT_AUTO, BENCH_SUBMIT_CHUNK
+};
 
 static const char *const bench_rw_names[] = {
 	"read", "write", "randread", "randwrite", "mixed"
@@ -267,7 +274,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 	enum { NCOMMON = sizeof common / sizeof common[0], MAX_EXTRA = 16 };
 	struct option all[NCOMMON + MAX_EXTRA + 1];
 	size_t n = 0;
-	bool have_time = false;
+	bool have_time = false, have_count = false;
 	uint64_t v;
 	int opt, i;
 
@@ -279,7 +286,8 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 	};
 	memcpy(all, common, sizeof common);
 	n = NCOMMON;
-	for (const struct option *e = x ? x->longopts : NULL; e && e->name && n < NCOMMON + MAX_EXTRA; e++)
+	for (const struct option *e = x ? x->longopts : NULL;
+	     e && e->name && n < NCOMMON + MAX_EXTRA; e++)
 		all[n++] = *e;
 	memset(&all[n], 0, sizeof all[n]);
 
@@ -314,14 +322,11 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 			if (!bench_parse_seconds(optarg, &o->time_s) || o->time_s <= 0)
 				return bench_usage_error("invalid --time '%s' (seconds, above 0)", optarg);
 			have_time = true;
-			o->count = 0;
 			break;
 		case BO_COUNT:
 			if (!bench_parse_size(optarg, &o->count) || o->count == 0)
 				return bench_usage_error("invalid --count '%s'", optarg);
-			if (have_time)
-				return bench_usage_error("--time and --count exclude each other");
-			o->time_s = 0;
+			have_count = true;
 			break;
 		case BO_RAMP:
 			if (!bench_parse_seconds(optarg, &o->ramp_s))
@@ -368,6 +373,10 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 			return bench_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	if (have_time && have_count)
+		return bench_usage_error("--time and --count exclude each other");
+	if (have_count)
+		o->time_s = 0;
 	if (optind < argc && !o->file)
 		o->file = argv[optind++];
 	if (optind < argc)

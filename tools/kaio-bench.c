@@ -65,7 +65,7 @@ struct bench {
 	bool single;           /* --submit single: kaio_read/kaio_write */
 	kaio_cb cb;            /* on_done, or NULL for the poll API */
 	struct slot *slots;
-	struct kaio_op *pend;  /* batch/auto: refills not submitted yet */
+	struct kaio_op *pend;  /* batch, chunk, auto: refills not submitted yet */
 	unsigned npend;
 	struct kaio_event *events;   /* poll API: DEPTH events per reap */
 	bool failed;           /* stop refilling; in-flight operations drain */
@@ -108,8 +108,9 @@ static const char *why(int rc)
 		bench_stop(&(b)->run); \
 	} while (0)
 
-/* Submit the pending refills (batch and auto), as few calls as kaio_submit
- * allows.  A refusal ends the run: what was not accepted is not in flight. */
+/* Submit the pending refills (batch, chunk, auto) in as few calls as
+ * kaio_submit allows.  A refusal ends the run: what was not accepted is
+ * not in flight. */
 static void flush(struct bench *b)
 {
 	unsigned done = 0;
@@ -245,7 +246,9 @@ int main(int argc, char **argv)
 	int status = 1, rc;
 
 	bench_prog = "kaio-bench";
-	rc = bench_parse(argc, argv, &o, "Measure libkaio: O_DIRECT I/O on one file through its public API.", &extra);
+	rc = bench_parse(argc, argv, &o,
+	                 "Measure libkaio: O_DIRECT I/O on one file through its public API.",
+	                 &extra);
 	if (rc)
 		return rc == 1 ? 0 : 2;
 	b.o = &o;
