@@ -1000,7 +1000,12 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	struct io_event kev[kReapBatch];
 	bool drained = false; // the completion eventfd, in this call
 	FreeChain freed;
-	while (inflight() > queued_.load(std::memory_order_relaxed)) {
+	// At most about one capacity's worth per call: callbacks that resubmit
+	// work the kernel completes at once (a hole-backed file) would
+	// otherwise keep this loop, and a kaio_wait that a wake or a signal
+	// should end, going for ever.
+	unsigned taken = 0;
+	while (taken < capacity_ && inflight() > queued_.load(std::memory_order_relaxed)) {
 		int r = take_completions(kev, kReapBatch, &drained);
 		if (r == -EINTR)
 			continue;
@@ -1016,12 +1021,13 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 			complete(s, events, max, &copied, delivered, &freed);
 		}
 		free_chain(&freed);
+		taken += unsigned(r);
 		if (r < kReapBatch)
 			break;
 	}
-	// Readiness is never left persistent: with nothing in the kernel the
-	// loop did not run, yet the eventfd may hold a stale count.
-	if (!drained && !(use_ring_ && ring_busy_.load(std::memory_order_relaxed)))
+	// Readiness is never left persistent: a call that found nothing (with
+	// nothing in the kernel the loop did not even run) clears a stale count.
+	if (!drained && taken == 0 && !(use_ring_ && ring_busy_.load(std::memory_order_relaxed)))
 		drain_eventfd();
 	// We drained the eventfd; if that ate the signal meant
 	// for a blocked kaio_wait with room, while events still wait in the
@@ -1049,24 +1055,24 @@ void Context::drain_eventfd()
 }
 
 // Up to max completions from the kernel, or -errno.  Drains the completion
-// eventfd once per reap (*drained), so that it stays readable only while
-// completions may be waiting: from the ring, when the ring is found empty,
-// then looks again (a completion advances the ring's tail before it
-// signals the eventfd, so none can slip between); with io_getevents,
-// before the first call.  Returns 0 when another thread owns the ring (it
-// reaps, and drains).
+// eventfd at most once per reap (*drained): from the ring, only when the
+// ring is found empty, and then it looks again (a completion advances the
+// ring's tail before it signals the eventfd, so none can slip between); a
+// reap that finds completions leaves the count, which the next reap that
+// finds none clears: readiness may be spurious, never persistent, and a
+// busy loop pays no read(2) per call.  With io_getevents: before the first
+// call.  Returns 0 when another thread owns the ring (it reaps, and
+// drains).
 int Context::take_completions(struct io_event *kev, int max, bool *drained)
 {
 	if (use_ring_) {
 		if (threaded_ && ring_busy_.exchange(true, std::memory_order_acquire))
 			return 0;
 		int n = kaio_sys_ring_reap(kctx_, max, kev);
-		if (n >= 0 && n < max && !*drained) {
+		if (n == 0 && !*drained) {
 			drain_eventfd();
 			*drained = true;
-			int more = kaio_sys_ring_reap(kctx_, max - n, kev + n);
-			if (more > 0)
-				n += more;
+			n = kaio_sys_ring_reap(kctx_, max, kev);
 		}
 		if (threaded_)
 			ring_busy_.store(false, std::memory_order_release);

@@ -2,6 +2,7 @@
  * (see the git log), and fails if it comes back. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -291,6 +292,51 @@ static int group_teardown(void **state)
 	return 0;
 }
 
+/* ---- one kaio_wait ends on its timeout (or a wake) even while callbacks
+ * resubmit work the kernel completes at once: a reap pass is bounded
+ * (it used to loop for as long as each io_getevents/ring read came back
+ * full, so the wait ran until the callbacks stopped) ---------------------- */
+
+static kaio_ctx *busy_ctx;
+static int busy_fd;
+static kaio_buf *busy_buf;
+static double busy_until;
+static long busy_count;
+static void busy_cb(const struct kaio_event *ev)
+{
+	busy_count++;
+	if (now_s() < busy_until)
+		kaio_read(busy_ctx, busy_fd, (ev->user_data % 256) * 4096, busy_buf,
+			  (ev->user_data % 128) * 4096, 4096, busy_cb, ev->user_data + 128);
+}
+
+static void test_wait_bounded_while_callbacks_resubmit(void **state)
+{
+	const char *path = kt_path("holes");
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0); /* a hole: reads complete at once */
+	busy_fd = fd;
+	busy_ctx = kt_ctx(128, 0);
+	busy_buf = kt_buf(128 * 4096);
+	busy_until = now_s() + 4.0;
+	busy_count = 0;
+	for (unsigned i = 0; i < 128; i++)
+		assert_int_equal(kaio_read(busy_ctx, fd, (i % 256) * 4096ull, busy_buf, i * 4096ull, 4096,
+					   busy_cb, i), 0);
+	double t0 = now_s();
+	int rc = kaio_wait(busy_ctx, NULL, INT_MAX, 0, 300);
+	double took = now_s() - t0;
+	busy_until = 0; /* stop resubmitting */
+	kt_drain(busy_ctx);
+	assert_int_equal(kaio_ctx_destroy(busy_ctx), 0);
+	kaio_buf_unref(busy_buf);
+	close(fd);
+	if (rc != 0 || took > 2.0)
+		fail_msg("kaio_wait(timeout 300 ms) returned %d after %.2f s while %ld callbacks ran",
+			 rc, took, busy_count);
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -301,6 +347,7 @@ int main(void)
 		cmocka_unit_test(test_vector_release_may_submit_at_capacity),
 		cmocka_unit_test(test_wake_refusals_are_fixed_sentences),
 		cmocka_unit_test(test_fork_while_handles_churn),
+		cmocka_unit_test(test_wait_bounded_while_callbacks_resubmit),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
