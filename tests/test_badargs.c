@@ -1011,6 +1011,46 @@ static void test_refusals_leak_no_fd(void **state)
 		fail_msg("%d of %zu calls were not refused as expected; first: %s", bad, 200 * SZ(rows), first);
 }
 
+/* Wrong kind of fd: a tmpfs file.  Opened without O_DIRECT it is refused
+ * like any buffered fd (-EINVAL, naming O_DIRECT); with O_DIRECT, older
+ * kernels refuse the open itself, newer ones (6.6+) do direct I/O on tmpfs,
+ * which the library then accepts like any other file. */
+static void test_tmpfs_fd(void **state)
+{
+	char path[] = "/dev/shm/kaio-badargs-XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0) {
+		skip(); /* no /dev/shm here */
+		return;
+	}
+	unlink(path);
+	assert_int_equal(ftruncate(fd, 65536), 0);
+	unsigned in0 = kaio_ctx_inflight(F.ctx);
+	REFUSED(EINVAL, kaio_read(F.ctx, fd, 0, F.buf, 0, 4096, NULL, 0));
+	assert_non_null(strstr(kaio_last_error(), "O_DIRECT"));
+	assert_int_equal(kaio_ctx_inflight(F.ctx), in0);
+	close(fd);
+	char dpath[] = "/dev/shm/kaio-badargs-d-XXXXXX";
+	int tmp = mkstemp(dpath);
+	assert_true(tmp >= 0);
+	close(tmp);
+	int dfd = open(dpath, O_RDWR | O_DIRECT);
+	unlink(dpath);
+	if (dfd < 0) {
+		assert_int_equal(errno, EINVAL); /* this kernel's tmpfs refuses O_DIRECT */
+		return;
+	}
+	assert_int_equal(ftruncate(dfd, 65536), 0);
+	assert_int_equal(kaio_read(F.ctx, dfd, 0, F.buf, 0, 4096, NULL, 77), 0);
+	struct kaio_event ev;
+	assert_int_equal(kt_wait_n(F.ctx, &ev, 1), 1);
+	assert_int_equal(ev.user_data, 77);
+	assert_int_equal(ev.res, 4096);
+	kaio_buf_unref(ev.buf);
+	assert_int_equal(kaio_ctx_forget_fd(F.ctx, dfd), 0);
+	close(dfd);
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -1034,6 +1074,7 @@ int main(void)
 		cmocka_unit_test(test_closed_after_learning),
 		cmocka_unit_test(test_refusals_leak_no_fd),
 		cmocka_unit_test(test_no_reference_leaked),
+		cmocka_unit_test(test_tmpfs_fd),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
