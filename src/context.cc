@@ -1096,7 +1096,7 @@ int Context::poll(struct kaio_event *events, unsigned max)
 	int err = 0;
 	unsigned copied = reap(events, max, &delivered, &err);
 	if (err && delivered == 0)
-		return fail(err, "kaio_poll: io_getevents failed: %s", errno_text(err));
+		return fail(err, "kaio_poll: reaping completions failed: %s", errno_text(err));
 	return int(copied);
 }
 

@@ -440,6 +440,7 @@ int main(int argc, char **argv)
 	cp.progress = progress && isatty(STDERR_FILENO);
 
 	int status = 1;
+	bool dst_created = false;
 	struct stat sst, dst_st;
 
 	/* No O_TRUNC: the destination is checked against the source first
@@ -447,7 +448,13 @@ int main(int argc, char **argv)
 	cp.src = open_direct(cp.src_path, O_RDONLY, "source");
 	if (cp.src < 0)
 		goto out;
-	cp.dst = open_direct(cp.dst_path, O_WRONLY | O_CREAT, "destination");
+	/* Remember whether the destination is ours: a usage error found only
+	 * once it is open (its alignment) must not leave an empty file. */
+	cp.dst = open(cp.dst_path, O_WRONLY | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0666);
+	if (cp.dst >= 0)
+		dst_created = true;
+	else
+		cp.dst = open_direct(cp.dst_path, O_WRONLY | O_CREAT, "destination");
 	if (cp.dst < 0)
 		goto out;
 	if (fstat(cp.src, &sst) < 0 || fstat(cp.dst, &dst_st) < 0) {
@@ -483,6 +490,8 @@ int main(int argc, char **argv)
 		         ", the direct-I/O alignment of %s and %s",
 		         cp.block, cp.align, cp.src_path, cp.dst_path);
 		status = 2;
+		if (dst_created)
+			unlink(cp.dst_path);
 		goto out;
 	}
 
