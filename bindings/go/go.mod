@@ -1,0 +1,3 @@
+module kaio
+
+go 1.19

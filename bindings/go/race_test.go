@@ -1,0 +1,5 @@
+//go:build race
+
+package kaio
+
+const raceEnabled = true
