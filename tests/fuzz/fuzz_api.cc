@@ -774,10 +774,8 @@ Verdict judge(const Req &r, const Ctx *c)
 		}
 	} else if (is_sync(r.code) || r.via_sync) {
 		if (!r.via_sync) {
-			if (r.rw_flags & KAIO_RWF_APPEND)
-				v.problem(EINVAL); // APPEND applies only to writes
-			else if (r.rw_flags & kKnownRw)
-				unknown = true;    // the contract leaves these open
+			if (r.rw_flags)
+				v.problem(EINVAL); // rw_flags apply only to reads and writes
 			if (r.offset != 0)
 				v.problem(EINVAL);
 		}
