@@ -45,10 +45,10 @@ if [ "${KAIO_QUICK:-0}" != 1 ]; then
 		echo "== valgrind: not installed, skipped"
 	fi
 	configure_and_build build/asan --enable-sanitizers=address,undefined
-	step asan+ubsan build/asan check KAIO_TESTS_SKIP="fuzz readme" \
+	step asan+ubsan build/asan check KAIO_TESTS_SKIP="fuzz readme check-man" \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 	configure_and_build build/tsan --enable-sanitizers=thread
-	step tsan build/tsan check KAIO_TESTS_SKIP="fuzz readme" \
+	step tsan build/tsan check KAIO_TESTS_SKIP="fuzz readme check-man" \
 		TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 fi
 
