@@ -3,7 +3,9 @@
 #   1. make check in build/ (the main configuration: hardened, optimised);
 #   2. the test programs under valgrind (memcheck: errors and leaks fail);
 #   3. make check in build/asan (AddressSanitizer + UBSan);
-#   4. make check in build/tsan (ThreadSanitizer).
+#   4. make check in build/tsan (ThreadSanitizer);
+#   5. the Debian packages (scripts/build-deb.sh: dpkg-buildpackage, lintian,
+#      dpkg -i, a pkg-config program and the Python package run), as root.
 # Any sanitizer report fails its test.  Ends with the grand total
 # "N passed, N failed, N skipped" and exits non-zero if anything failed.
 # KAIO_QUICK=1 runs step 1 only.
@@ -50,6 +52,13 @@ if [ "${KAIO_QUICK:-0}" != 1 ]; then
 	configure_and_build build/tsan --enable-sanitizers=thread
 	step tsan build/tsan check KAIO_TESTS_SKIP="fuzz readme check-man" \
 		TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+	# The Debian packages: build (running make check inside), lintian,
+	# install, and use them (scripts/build-deb.sh); needs root for apt/dpkg.
+	if [ "$(id -u)" -eq 0 ]; then
+		step deb build deb KAIO_DEB_REMOVE=1
+	else
+		echo "== deb: not root, skipped (sudo scripts/build-deb.sh)"
+	fi
 fi
 
 echo "== totals"
