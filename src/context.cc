@@ -362,9 +362,8 @@ __attribute__((always_inline)) inline bool Context::fast_rw(const struct kaio_op
 	        ((op.offset | op.len) & ((w >> FdCache::kOffMaskShift) & 0xffff))) == 0;
 }
 
-// fill_slot for what fast_rw accepted: every iocb field set explicitly
-// (another path's io_prep_* may have left others in it).
-__attribute__((always_inline)) inline void Context::fill_rw_fast(Slot *s, const struct kaio_op &op)
+// What every operation's slot records for its event.
+static inline void fill_slot_header(Slot *s, const struct kaio_op &op)
 {
 	s->user_data = op.user_data;
 	s->offset = op.offset;
@@ -373,6 +372,13 @@ __attribute__((always_inline)) inline void Context::fill_rw_fast(Slot *s, const 
 	s->op = op.op;
 	s->res = 0;
 	s->nvec = 0;
+}
+
+// fill_slot for what fast_rw accepted: every iocb field set explicitly
+// (another path's io_prep_* may have left others in it).
+__attribute__((always_inline)) inline void Context::fill_rw_fast(Slot *s, const struct kaio_op &op)
+{
+	fill_slot_header(s, op);
 	s->buf = op.buf;
 	buf_get(op.buf);
 	struct iocb *cb = &s->iocb;
@@ -588,14 +594,8 @@ int Context::fill_slot(Slot *s, const struct kaio_op &op)
 	}
 	const bool append = op.rw_flags & KAIO_RWF_APPEND;
 	const long long koff = append ? 0 : static_cast<long long>(op.offset);
-	s->user_data = op.user_data;
-	s->offset = op.offset;
-	s->cb = op.cb;
-	s->fd = op.fd;
-	s->op = op.op;
-	s->res = 0;
+	fill_slot_header(s, op);
 	s->buf = nullptr;
-	s->nvec = 0;
 	switch (op.op) {
 	case KAIO_OP_READ:
 	case KAIO_OP_WRITE: {

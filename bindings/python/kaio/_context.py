@@ -375,29 +375,16 @@ class Context:
         Cancelling it does not cancel an I/O already submitted: the kernel
         still fills buf, which stays alive (a wrapped object through the
         library's reference) until it is done."""
-        loop = _get_running_loop()
-        if loop is not self._loop or self._closing:
-            self._attach(loop)
-        if fd.__class__ is not int:
-            fd = _fileno(fd)
-        if offset.__class__ is not int or offset < 0:
-            offset = _offset(offset)
-        fut = _Future(loop=loop)
-        if length is None and isinstance(buf, Buffer):
-            self._sq.append((fut, OP_READ, fd, offset, buf._kaio_buf, 0, len(buf), None, buf))
-        else:
-            handle, boff, n, wrapped = resolve(buf, length)
-            self._sq.append((fut, OP_READ, fd, offset, handle, boff, n,
-                             handle if wrapped else None, buf))
-        if not self._flush_soon:
-            self._flush_soon = True
-            loop.call_soon(self._flush)
-        return await fut
+        return await self._queue_rw(OP_READ, fd, buf, offset, length)
 
     async def write_async(self, fd, buf, offset, length=None):
         """Coroutine: write buf to fd at offset; returns the bytes written.
         A cancelled write that was already submitted still writes (as
         os.write in a thread would)."""
+        return await self._queue_rw(OP_WRITE, fd, buf, offset, length)
+
+    def _queue_rw(self, op, fd, buf, offset, length):
+        """Queues a read or write for the next flush; returns its future."""
         loop = _get_running_loop()
         if loop is not self._loop or self._closing:
             self._attach(loop)
@@ -407,15 +394,15 @@ class Context:
             offset = _offset(offset)
         fut = _Future(loop=loop)
         if length is None and isinstance(buf, Buffer):
-            self._sq.append((fut, OP_WRITE, fd, offset, buf._kaio_buf, 0, len(buf), None, buf))
+            self._sq.append((fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None, buf))
         else:
             handle, boff, n, wrapped = resolve(buf, length)
-            self._sq.append((fut, OP_WRITE, fd, offset, handle, boff, n,
+            self._sq.append((fut, op, fd, offset, handle, boff, n,
                              handle if wrapped else None, buf))
         if not self._flush_soon:
             self._flush_soon = True
             loop.call_soon(self._flush)
-        return await fut
+        return fut
 
     async def fsync_async(self, fd):
         """Coroutine: fsync(fd) through kernel AIO; returns None."""
