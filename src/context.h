@@ -102,9 +102,12 @@ private:
 	// The free slots are a lock-free stack whose head word packs the top
 	// slot (index + 1, 0 when empty), the number of free slots and an ABA
 	// tag.  Taking a slot is taking a unit of capacity: nullptr when full.
-	static constexpr uint64_t kTopMask = (1u << 20) - 1;
-	static constexpr unsigned kCountShift = 20;
-	static constexpr unsigned kTagShift = 40;
+	// 17 bits each hold 0..KAIO_CAPACITY_MAX; the other 30 are the tag, so
+	// an exchange is fooled only if a thread stalls across 2^30 others.
+	static constexpr uint64_t kTopMask = (1u << 17) - 1;
+	static constexpr unsigned kCountShift = 17;
+	static constexpr unsigned kTagShift = 34;
+	static_assert(KAIO_CAPACITY_MAX < (1u << 17), "slot index + 1 and count fit 17 bits");
 	static unsigned free_count(uint64_t head) { return unsigned((head >> kCountShift) & kTopMask); }
 	Slot *take_slot();
 	unsigned take_slots(Slot **out, unsigned want); // up to want; 0 when full
