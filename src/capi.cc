@@ -66,7 +66,10 @@ Context *enter(const kaio_ctx *h, const char *fn, int *rc)
 		*rc = child_refused(fn);
 		return nullptr;
 	}
-	return h->impl;
+	Context *c = h->impl.load(std::memory_order_acquire);
+	if (!c)
+		*rc = ctx_refused(h, fn); // destroyed since the tag was read
+	return c;
 }
 
 // Counts a kaio_poll/kaio_wait/kaio_ctx_wake caller so that a concurrent
@@ -173,7 +176,7 @@ KAIO_API int kaio_ctx_create(kaio_ctx **out, unsigned capacity, unsigned flags)
 			ctx_pool().release(h);
 			return rc;
 		}
-		h->impl = impl;
+		h->impl.store(impl, std::memory_order_relaxed); // published by the tag below
 		h->fork_gen = kaio::fork_generation();
 		h->magic.store(kCtxMagic, std::memory_order_release);
 		*out = h;
@@ -187,7 +190,7 @@ KAIO_API int kaio_ctx_destroy(kaio_ctx *ctx)
 {
 	if (!ctx_live(ctx))
 		return ctx_refused(ctx, "kaio_ctx_destroy");
-	Context *c = ctx->impl;
+	Context *c = ctx->impl.load(std::memory_order_acquire);
 	if (in_forked_child(ctx)) {
 		c->abandon_in_child();
 	} else {
@@ -214,7 +217,7 @@ KAIO_API int kaio_ctx_destroy(kaio_ctx *ctx)
 		}
 	}
 	ctx->magic.store(kCtxDeadMagic, std::memory_order_release);
-	ctx->impl = nullptr;
+	ctx->impl.store(nullptr, std::memory_order_release);
 	delete c;
 	ctx_pool().release(ctx);
 	return 0;
@@ -241,7 +244,10 @@ KAIO_API int kaio_ctx_wake(kaio_ctx *ctx)
 	if (!guard.ok())
 		return kaio::fail_fixed(ESHUTDOWN, "kaio_ctx_wake: the context is being destroyed "
 		                                   "(its waiters are being woken)");
-	return ctx->impl->wake();
+	Context *c = ctx->impl.load(std::memory_order_acquire);
+	return c ? c->wake()
+	         : kaio::fail_fixed(EINVAL, "kaio_ctx_wake: not a live kaio context (NULL, "
+	                                    "destroyed, or not from kaio_ctx_create)");
 }
 
 KAIO_API int kaio_ctx_forget_fd(kaio_ctx *ctx, int fd)
@@ -262,7 +268,10 @@ KAIO_API unsigned kaio_ctx_capacity(const kaio_ctx *ctx)
 		ctx_refused(ctx, "kaio_ctx_capacity");
 		return 0;
 	}
-	return in_forked_child(ctx) ? 0 : ctx->impl->capacity();
+	if (in_forked_child(ctx))
+		return 0;
+	const Context *c = ctx->impl.load(std::memory_order_acquire);
+	return c ? c->capacity() : 0;
 }
 
 KAIO_API unsigned kaio_ctx_inflight(const kaio_ctx *ctx)
@@ -271,7 +280,10 @@ KAIO_API unsigned kaio_ctx_inflight(const kaio_ctx *ctx)
 		ctx_refused(ctx, "kaio_ctx_inflight");
 		return 0;
 	}
-	return in_forked_child(ctx) ? 0 : ctx->impl->inflight();
+	if (in_forked_child(ctx))
+		return 0;
+	const Context *c = ctx->impl.load(std::memory_order_acquire);
+	return c ? c->inflight() : 0;
 }
 
 // ---- buffers -----------------------------------------------------------------------

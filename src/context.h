@@ -183,7 +183,9 @@ private:
 struct kaio_ctx {
 	std::atomic<uint32_t> magic{0};
 	unsigned fork_gen = 0;
-	kaio::Context *impl = nullptr;
+	// Atomic: a kaio_poll/kaio_wait/kaio_ctx_wake racing a destroy (allowed)
+	// may read it while destroy clears it; nullptr reads as destroyed.
+	std::atomic<kaio::Context *> impl{nullptr};
 	// Threads inside kaio_poll, kaio_wait or kaio_ctx_wake: kaio_ctx_destroy
 	// sets `closing`, wakes them and waits for the count to reach zero.
 	std::atomic<unsigned> callers{0};
