@@ -270,3 +270,33 @@ void kt_check_refused(int rc, int want1, int want2, const char *expr, int line)
 		fail_msg("line %d: %s refused (%d) without setting its own kaio_last_error() (\"%s\")",
 			 line, expr, rc, m ? m : "(null)");
 }
+
+void kt_wrapped_release(void *data, size_t len, void *opaque)
+{
+	struct kt_wrapped *w = opaque;
+	atomic_fetch_add(&w->released, (data == w->mem && len == w->len) ? 1 : 1000);
+}
+
+kaio_buf *kt_wrapped_new_fn(struct kt_wrapped *w, size_t len, kaio_release_fn fn)
+{
+	w->len = len;
+	atomic_store(&w->released, 0);
+	assert_int_equal(posix_memalign(&w->mem, 4096, len), 0);
+	memset(w->mem, 0, len);
+	kaio_buf *b = NULL;
+	EXPECT_RC(kaio_buf_wrap(&b, w->mem, len, fn, w), 0);
+	assert_non_null(b);
+	return b;
+}
+
+kaio_buf *kt_wrapped_new(struct kt_wrapped *w, size_t len)
+{
+	return kt_wrapped_new_fn(w, len, kt_wrapped_release);
+}
+
+void kt_wrapped_free(struct kt_wrapped *w)
+{
+	assert_int_equal(atomic_load(&w->released), 1);
+	free(w->mem);
+	w->mem = NULL;
+}

@@ -84,6 +84,25 @@ void kt_sleep_ms(int ms);
 		fail_msg("%s was refused with %d but kaio_last_error() is empty", #expr, rc_); \
 } while (0)
 
+#ifndef __cplusplus
+#include <stdatomic.h>
+/* A kaio_buf_wrap buffer over page-aligned, zeroed heap memory whose
+ * release callback counts how often it ran (a call with the wrong data or
+ * length counts 1000: shows up as a failure). */
+struct kt_wrapped {
+	void *mem;
+	size_t len;
+	atomic_int released;
+};
+void kt_wrapped_release(void *data, size_t len, void *opaque);
+/* A new wrapped buffer of len bytes released through fn (which may call
+ * kt_wrapped_release), or fail the test. */
+kaio_buf *kt_wrapped_new_fn(struct kt_wrapped *w, size_t len, kaio_release_fn fn);
+kaio_buf *kt_wrapped_new(struct kt_wrapped *w, size_t len);
+/* Free the memory once its release ran exactly once (else fail). */
+void kt_wrapped_free(struct kt_wrapped *w);
+#endif
+
 /* Figures for the end of `make check` (tests/run-tests.sh sums them over
  * every program): kt_figure_add() accumulates per key, and at exit the
  * process prints one "# figure: KEY VALUE" line per key.  Every refusal

@@ -26,42 +26,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-struct wrapped {
-	void *mem;
-	size_t len;
-	atomic_int released;
-};
-
-static void wrapped_release(void *data, size_t len, void *opaque)
-{
-	struct wrapped *w = opaque;
-	atomic_fetch_add(&w->released, (data == w->mem && len == w->len) ? 1 : 1000);
-}
-
-static kaio_buf *wrapped_new_fn(struct wrapped *w, size_t len, kaio_release_fn fn)
-{
-	w->len = len;
-	atomic_store(&w->released, 0);
-	assert_int_equal(posix_memalign(&w->mem, 4096, len), 0);
-	memset(w->mem, 0, len);
-	kaio_buf *b = NULL;
-	EXPECT_RC(kaio_buf_wrap(&b, w->mem, len, fn, w), 0);
-	assert_non_null(b);
-	return b;
-}
-
-static kaio_buf *wrapped_new(struct wrapped *w, size_t len)
-{
-	return wrapped_new_fn(w, len, wrapped_release);
-}
-
-static void wrapped_free(struct wrapped *w)
-{
-	assert_int_equal(atomic_load(&w->released), 1);
-	free(w->mem);
-	w->mem = NULL;
-}
-
 static void drop_events(struct kaio_event *ev, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -281,8 +245,8 @@ static void test_event_fields_without_callback(void **state)
 	finish_six(&s);
 
 	/* The event's reference is the one that keeps a buffer alive. */
-	struct wrapped w;
-	kaio_buf *wb = wrapped_new(&w, BLK);
+	struct kt_wrapped w;
+	kaio_buf *wb = kt_wrapped_new(&w, BLK);
 	EXPECT_RC(kaio_read(ctx, g_fd, 3 * BLK, wb, 0, BLK, NULL, 7), 0);
 	kaio_buf_unref(wb);
 	kt_wait_n(ctx, ev, 1);
@@ -290,7 +254,7 @@ static void test_event_fields_without_callback(void **state)
 	assert_int_equal(atomic_load(&w.released), 0);
 	assert_int_equal(kt_check(kaio_buf_data(ev[0].buf), BLK, 3 * BLK), 0);
 	kaio_buf_unref(ev[0].buf);
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
 }
 
@@ -642,8 +606,8 @@ static void chain_cb(const struct kaio_event *ev)
 static void test_pipeline_capacity_one(void **state)
 {
 	kaio_ctx *ctx = kt_ctx(1, 0);
-	struct wrapped w;
-	kaio_buf *b = wrapped_new(&w, BLK);
+	struct kt_wrapped w;
+	kaio_buf *b = kt_wrapped_new(&w, BLK);
 	chain_fd = g_fd;
 	atomic_store(&chain_done, 0);
 	atomic_store(&chain_errors, 0);
@@ -665,12 +629,12 @@ static void test_pipeline_capacity_one(void **state)
 	assert_int_equal(kaio_ctx_inflight(ctx), 0);
 	/* The last operation's reference was dropped after its callback. */
 	assert_int_equal(atomic_load(&w.released), 1);
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
 }
 
 static kaio_buf *drop_handle;          /* the caller's handle, dropped by the callback */
-static struct wrapped *drop_w;
+static struct kt_wrapped *drop_w;
 static atomic_int drop_released_in_cb; /* release count seen right after the drop */
 static atomic_int drop_data_ok;
 static kaio_buf *kept_ref;
@@ -696,9 +660,9 @@ static void keep_cb(const struct kaio_event *ev)
 static void test_callback_drops_references(void **state)
 {
 	kaio_ctx *ctx = kt_ctx(4, 0);
-	struct wrapped w;
+	struct kt_wrapped w;
 	drop_w = &w;
-	drop_handle = wrapped_new(&w, BLK);
+	drop_handle = kt_wrapped_new(&w, BLK);
 	atomic_store(&drop_released_in_cb, -1);
 	atomic_store(&drop_data_ok, 0);
 	EXPECT_RC(kaio_read(ctx, g_fd, 7 * BLK, drop_handle, 0, BLK, drop_cb, 1), 0);
@@ -711,10 +675,10 @@ static void test_callback_drops_references(void **state)
 	assert_int_equal(atomic_load(&drop_released_in_cb), 0);
 	assert_true(atomic_load(&drop_data_ok));
 	assert_int_equal(atomic_load(&w.released), 1);
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 
 	/* A callback that takes its own reference keeps the buffer. */
-	kaio_buf *b = wrapped_new(&w, BLK);
+	kaio_buf *b = kt_wrapped_new(&w, BLK);
 	kept_ref = NULL;
 	EXPECT_RC(kaio_read(ctx, g_fd, 8 * BLK, b, 0, BLK, keep_cb, 2), 0);
 	kaio_buf_unref(b);
@@ -730,7 +694,7 @@ static void test_callback_drops_references(void **state)
 	kaio_buf_unref(kept_ref);
 	kept_ref = NULL;
 	assert_int_equal(atomic_load(&w.released), 1);
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
 }
 
@@ -767,7 +731,7 @@ static void busy_cb(const struct kaio_event *ev)
 
 static void busy_release(void *data, size_t len, void *opaque)
 {
-	wrapped_release(data, len, opaque);
+	kt_wrapped_release(data, len, opaque);
 	if (busy_ctx)
 		try_reenter(busy_ctx, &busy_rel_res);
 }
@@ -825,9 +789,9 @@ static void test_busy_from_release(void **state)
 	kaio_ctx *ctx = kt_ctx(4, 0);
 	busy_ctx = ctx;
 
-	struct wrapped w;
+	struct kt_wrapped w;
 	memset(&busy_rel_res, 0, sizeof busy_rel_res);
-	kaio_buf *b = wrapped_new_fn(&w, BLK, busy_release);
+	kaio_buf *b = kt_wrapped_new_fn(&w, BLK, busy_release);
 	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, noop_cb, 1), 0);
 	kaio_buf_unref(b);
 	assert_int_equal(atomic_load(&w.released), 0);
@@ -838,11 +802,11 @@ static void test_busy_from_release(void **state)
 			fail_msg("release did not run");
 	}
 	check_busy(&busy_rel_res, "a release run after a callback");
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 
 	/* READV without a callback: the vector's references drop at delivery. */
 	memset(&busy_rel_res, 0, sizeof busy_rel_res);
-	b = wrapped_new_fn(&w, BLK, busy_release);
+	b = kt_wrapped_new_fn(&w, BLK, busy_release);
 	struct kaio_vec vec = { b, 0, BLK };
 	EXPECT_RC(kaio_readv(ctx, g_fd, 0, &vec, 1, NULL, 2), 0);
 	kaio_buf_unref(b);
@@ -853,7 +817,7 @@ static void test_busy_from_release(void **state)
 	assert_int_equal(atomic_load(&w.released), 1);
 	check_busy(&busy_rel_res, "a release of a READV vector run during delivery");
 	assert_int_equal(kt_check(w.mem, BLK, 0), 0);
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 
 	busy_ctx = NULL;
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
@@ -1163,7 +1127,7 @@ static void other_ctx_cb(const struct kaio_event *ev)
 
 static void other_ctx_release(void *data, size_t len, void *opaque)
 {
-	wrapped_release(data, len, opaque);
+	kt_wrapped_release(data, len, opaque);
 	use_other_context(&other_res);
 }
 
@@ -1190,14 +1154,14 @@ static void test_busy_only_for_that_context(void **state)
 		/* B has a read of its own, finished and not reaped. */
 		EXPECT_RC(kaio_read(other_ctx, g_fd, 0, b, 0, BLK, NULL, 1), 0);
 		kt_sleep_ms(20);
-		struct wrapped w;
+		struct kt_wrapped w;
 		const char *where;
 		if (variant < 2) {
 			where = variant == 0 ? "a callback run by kaio_wait" : "a callback run by kaio_poll";
 			EXPECT_RC(kaio_read(a, g_fd, BLK, b, BLK, BLK, other_ctx_cb, 2), 0);
 		} else {
 			where = "a release function run while kaio_wait delivers";
-			kaio_buf *wb = wrapped_new_fn(&w, BLK, other_ctx_release);
+			kaio_buf *wb = kt_wrapped_new_fn(&w, BLK, other_ctx_release);
 			EXPECT_RC(kaio_read(a, g_fd, BLK, wb, 0, BLK, noop_cb, 3), 0);
 			kaio_buf_unref(wb); /* the operation's reference is the last */
 		}
@@ -1217,7 +1181,7 @@ static void test_busy_only_for_that_context(void **state)
 		}
 		check_other(where);
 		if (variant == 2)
-			wrapped_free(&w);
+			kt_wrapped_free(&w);
 		assert_int_equal(kaio_ctx_inflight(a), 0);
 	}
 	kaio_buf_unref(b);

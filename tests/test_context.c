@@ -29,44 +29,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-/* `expr` must return exactly `want`. */
-/* A kaio_buf_wrap buffer over page-aligned heap memory whose release
- * callback counts how often it ran. */
-struct wrapped {
-	void *mem;
-	size_t len;
-	atomic_int released;
-};
-
-static void wrapped_release(void *data, size_t len, void *opaque)
-{
-	struct wrapped *w = opaque;
-	if (data == w->mem && len == w->len)
-		atomic_fetch_add(&w->released, 1);
-	else
-		atomic_fetch_add(&w->released, 1000); /* wrong arguments: shows up as a failure */
-}
-
-static kaio_buf *wrapped_new(struct wrapped *w, size_t len)
-{
-	w->len = len;
-	atomic_store(&w->released, 0);
-	assert_int_equal(posix_memalign(&w->mem, 4096, len), 0);
-	memset(w->mem, 0, len);
-	kaio_buf *b = NULL;
-	EXPECT_RC(kaio_buf_wrap(&b, w->mem, len, wrapped_release, w), 0);
-	assert_non_null(b);
-	return b;
-}
-
-/* Free the wrapped memory once its release ran (exactly once). */
-static void wrapped_free(struct wrapped *w)
-{
-	assert_int_equal(atomic_load(&w->released), 1);
-	free(w->mem);
-	w->mem = NULL;
-}
-
 static int g_fd = -1; /* FILE_SIZE bytes of pattern, O_RDWR|O_DIRECT */
 
 static int group_setup(void **state)
@@ -188,8 +150,8 @@ static void test_capacity_enforced(void **state)
 	/* Let the kernel finish them: they still count until delivered. */
 	kt_sleep_ms(50);
 
-	struct wrapped w;
-	kaio_buf *wb = wrapped_new(&w, BLK);
+	struct kt_wrapped w;
+	kaio_buf *wb = kt_wrapped_new(&w, BLK);
 	EXPECT_REFUSED(kaio_read(ctx, g_fd, 0, wb, 0, BLK, NULL, 100), -EAGAIN);
 	EXPECT_REFUSED(kaio_write(ctx, g_fd, 0, wb, 0, BLK, NULL, 101), -EAGAIN);
 	struct kaio_vec vec = { wb, 0, BLK };
@@ -203,7 +165,7 @@ static void test_capacity_enforced(void **state)
 	/* The refusals took no reference: ours is the only one left. */
 	kaio_buf_unref(wb);
 	assert_int_equal(atomic_load(&w.released), 1);
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 
 	/* Reap one; then one submission fits again, the next does not. */
 	struct kaio_event ev[CAP + 1];
@@ -211,7 +173,7 @@ static void test_capacity_enforced(void **state)
 	if (got != 1)
 		fail_msg("kaio_wait(min 1, max 1) = %d (%s)", got, kaio_last_error());
 	assert_int_equal(kaio_ctx_inflight(ctx), CAP - 1);
-	wb = wrapped_new(&w, BLK);
+	wb = kt_wrapped_new(&w, BLK);
 	EXPECT_RC(kaio_read(ctx, g_fd, 8 * BLK, wb, 0, BLK, NULL, 200), 0);
 	assert_int_equal(kaio_ctx_inflight(ctx), CAP);
 	EXPECT_REFUSED(kaio_read(ctx, g_fd, 0, b, 0, BLK, NULL, 201), -EAGAIN);
@@ -232,7 +194,7 @@ static void test_capacity_enforced(void **state)
 	assert_int_equal(seen200, 1);
 	assert_int_equal(atomic_load(&w.released), 0);
 	drop_events(ev, CAP + 1);
-	wrapped_free(&w);
+	kt_wrapped_free(&w);
 	kaio_buf_unref(b);
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
 }
