@@ -244,10 +244,8 @@ KAIO_API int kaio_ctx_wake(kaio_ctx *ctx)
 	if (!guard.ok())
 		return kaio::fail_fixed(ESHUTDOWN, "kaio_ctx_wake: the context is being destroyed "
 		                                   "(its waiters are being woken)");
-	Context *c = ctx->impl.load(std::memory_order_acquire);
-	return c ? c->wake()
-	         : kaio::fail_fixed(EINVAL, "kaio_ctx_wake: not a live kaio context (NULL, "
-	                                    "destroyed, or not from kaio_ctx_create)");
+	// Counted before destroy began: the context is there until we leave.
+	return ctx->impl.load(std::memory_order_acquire)->wake();
 }
 
 KAIO_API int kaio_ctx_forget_fd(kaio_ctx *ctx, int fd)

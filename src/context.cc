@@ -136,7 +136,6 @@ int Context::create(Context **out, kaio_ctx *handle, unsigned capacity, unsigned
 		Slot *sl = &c->slots_[i];
 		sl->next_free = i; // the slot below slot i is slot i - 1
 		sl->self1 = i + 1;
-		sl->iocb.data = sl;
 	}
 	c->free_head_.store(uint64_t(capacity) | (uint64_t(capacity) << kCountShift),
 	                    std::memory_order_relaxed);
@@ -268,12 +267,11 @@ Slot *Context::take_slot()
 		if (!top)
 			return nullptr; // at capacity
 		Slot *s = &slots_[top - 1];
-		// May read a slot another thread just took (the tag then fails
-		// the exchange): atomic, so that race is benign.
+		// May read a slot another thread just took: the tag then fails the
+		// exchange (the link is read atomically, so the race is benign).
 		const uint32_t below = __atomic_load_n(&s->next_free, __ATOMIC_RELAXED);
-		const uint64_t next = (((head >> kTagShift) + 1) << kTagShift) |
-		                      (uint64_t(free_count(head) - 1) << kCountShift) | below;
-		if (free_head_.compare_exchange_weak(head, next, std::memory_order_acquire,
+		if (free_head_.compare_exchange_weak(head, next_head(head, free_count(head) - 1, below),
+		                                     std::memory_order_acquire,
 		                                     std::memory_order_acquire))
 			return s;
 	}
@@ -297,9 +295,8 @@ unsigned Context::take_slots(Slot **out, unsigned want)
 			top = __atomic_load_n(&s->next_free, __ATOMIC_RELAXED);
 		}
 		if (got == k) {
-			const uint64_t next = (((head >> kTagShift) + 1) << kTagShift) |
-			                      (uint64_t(avail - k) << kCountShift) | top;
-			if (free_head_.compare_exchange_weak(head, next, std::memory_order_acquire,
+			if (free_head_.compare_exchange_weak(head, next_head(head, avail - k, top),
+			                                     std::memory_order_acquire,
 			                                     std::memory_order_acquire))
 				return k;
 		} else {
@@ -308,18 +305,22 @@ unsigned Context::take_slots(Slot **out, unsigned want)
 	}
 }
 
+// Pushes the chain first..last (n slots, linked through next_free) back.
+inline void Context::push_free(Slot *first, Slot *last, unsigned n)
+{
+	uint64_t head = free_head_.load(std::memory_order_relaxed);
+	do {
+		__atomic_store_n(&last->next_free, uint32_t(head & kTopMask), __ATOMIC_RELAXED);
+	} while (!free_head_.compare_exchange_weak(head,
+	                                           next_head(head, free_count(head) + n, first->self1),
+	                                           std::memory_order_release,
+	                                           std::memory_order_relaxed));
+}
+
 void Context::free_slot(Slot *s)
 {
 	s->state = kFree;
-	const uint32_t index1 = s->self1;
-	uint64_t head = free_head_.load(std::memory_order_relaxed);
-	uint64_t next;
-	do {
-		__atomic_store_n(&s->next_free, uint32_t(head & kTopMask), __ATOMIC_RELAXED);
-		next = (((head >> kTagShift) + 1) << kTagShift) |
-		       (uint64_t(free_count(head) + 1) << kCountShift) | index1;
-	} while (!free_head_.compare_exchange_weak(head, next, std::memory_order_release,
-	                                           std::memory_order_relaxed));
+	push_free(s, s, 1);
 }
 
 void Context::drop_slot_refs(Slot *s)
@@ -742,34 +743,29 @@ int Context::submit_general(const struct kaio_op *ops, unsigned n)
 	int refusal = 0; // -errno of the first operation not accepted
 	while (accepted < n && !refusal) {
 		unsigned k = 0;
-		// A run of plain reads/writes takes its slots in one exchange.
-		unsigned run = 0;
 		const unsigned room = n - accepted < kSubmitChunk ? n - accepted : kSubmitChunk;
-		while (run < room && fast_rw(ops[accepted + run]))
-			run++;
-		if (run > 1) {
-			k = take_slots(slots, run);
-			for (unsigned i = 0; i < k; i++) {
-				fill_rw_fast(slots[i], ops[accepted + i]);
-				iocbs[i] = &slots[i]->iocb;
-			}
-			if (k < run)
-				refusal = fail_fixed(EAGAIN, kCapacityMessage);
-		}
-		while (!refusal && k < kSubmitChunk && accepted + k < n) {
-			const struct kaio_op &op = ops[accepted + k];
-			if (fast_rw(op)) {
-				Slot *s = take_slot();
-				if (!s) {
+		while (k < room) {
+			// A run of plain reads/writes takes its slots in one exchange;
+			// each operation is looked at by fast_rw once.
+			unsigned run = 0;
+			while (k + run < room && fast_rw(ops[accepted + k + run]))
+				run++;
+			if (run) {
+				const unsigned got = take_slots(slots + k, run);
+				for (unsigned i = k; i < k + got; i++) {
+					fill_rw_fast(slots[i], ops[accepted + i]);
+					iocbs[i] = &slots[i]->iocb;
+				}
+				k += got;
+				if (got < run) {
 					refusal = fail_fixed(EAGAIN, kCapacityMessage);
 					break;
 				}
-				fill_rw_fast(s, op);
-				slots[k] = s;
-				iocbs[k] = &s->iocb;
-				k++;
-				continue;
+				if (k == room)
+					break;
 			}
+			// ops[accepted + k] is not a plain read/write on a known fd.
+			const struct kaio_op &op = ops[accepted + k];
 			FdInfo info;
 			int rc = validate(op, &info);
 			if (rc < 0) {
@@ -925,15 +921,7 @@ void Context::free_chain(FreeChain *chain)
 {
 	if (!chain->n)
 		return;
-	const uint32_t first1 = chain->first->self1;
-	uint64_t head = free_head_.load(std::memory_order_relaxed);
-	uint64_t next;
-	do {
-		__atomic_store_n(&chain->last->next_free, uint32_t(head & kTopMask), __ATOMIC_RELAXED);
-		next = (((head >> kTagShift) + 1) << kTagShift) |
-		       (uint64_t(free_count(head) + chain->n) << kCountShift) | first1;
-	} while (!free_head_.compare_exchange_weak(head, next, std::memory_order_release,
-	                                           std::memory_order_relaxed));
+	push_free(chain->first, chain->last, chain->n);
 	*chain = FreeChain();
 }
 

@@ -109,8 +109,14 @@ private:
 	static constexpr unsigned kTagShift = 34;
 	static_assert(KAIO_CAPACITY_MAX < (1u << 17), "slot index + 1 and count fit 17 bits");
 	static unsigned free_count(uint64_t head) { return unsigned((head >> kCountShift) & kTopMask); }
-	Slot *take_slot();
+	// The head after an exchange: its tag bumped, count free slots, top.
+	static uint64_t next_head(uint64_t head, unsigned count, uint32_t top)
+	{
+		return (((head >> kTagShift) + 1) << kTagShift) | (uint64_t(count) << kCountShift) | top;
+	}
 	unsigned take_slots(Slot **out, unsigned want); // up to want; 0 when full
+	Slot *take_slot(); // take_slots for one, without the walk (the kaio_read path)
+	void push_free(Slot *first, Slot *last, unsigned n);
 	int fill_slot(Slot *s, const struct kaio_op &op);
 	void drop_slot_refs(Slot *s);
 	void free_slot(Slot *s);

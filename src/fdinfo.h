@@ -41,13 +41,10 @@ public:
 	// Cached info for fd, or learns and caches it.  0 or -errno.
 	int get(int fd, FdInfo *out)
 	{
-		std::atomic<uint64_t> *slot = entry(fd, false);
-		if (slot) {
-			uint64_t v = slot->load(std::memory_order_acquire);
-			if (v & kValid) {
-				unpack(v, out);
-				return 0;
-			}
+		const uint64_t v = peek(fd);
+		if (v & kValid) {
+			unpack(v, out);
+			return 0;
 		}
 		return refresh(fd, out);
 	}
