@@ -3,6 +3,7 @@
 #endif
 #include "common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -299,4 +300,17 @@ void kt_wrapped_free(struct kt_wrapped *w)
 	assert_int_equal(atomic_load(&w->released), 1);
 	free(w->mem);
 	w->mem = NULL;
+}
+
+int kt_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
 }

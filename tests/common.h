@@ -103,6 +103,9 @@ kaio_buf *kt_wrapped_new(struct kt_wrapped *w, size_t len);
 void kt_wrapped_free(struct kt_wrapped *w);
 #endif
 
+/* The number of open file descriptors (entries of /proc/self/fd). */
+int kt_count_fds(void);
+
 /* Figures for the end of `make check` (tests/run-tests.sh sums them over
  * every program): kt_figure_add() accumulates per key, and at exit the
  * process prints one "# figure: KEY VALUE" line per key.  Every refusal

@@ -917,20 +917,6 @@ static void test_no_reference_leaked(void **state)
 
 /* ---- refusals leak no descriptor ---------------------------------------------------- */
 
-/* Entries of /proc/self/fd: the open file descriptors. */
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* "A failed call changes nothing ... nothing leaked": every refusal of every
  * table above (bad arguments, a context at capacity, a destroyed context,
  * foreign pointers, a dead buffer), 200 times over, leaves the number of
@@ -973,7 +959,7 @@ static void test_refusals_leak_no_fd(void **state)
 	F.op_fdclosed = F.op_ok;
 	F.op_fdclosed.fd = F.closed;
 
-	const int before = count_fds();
+	const int before = kt_count_fds();
 	int bad = 0;
 	char first[600] = "";
 	for (int it = 0; it < 200; it++) {
@@ -993,7 +979,7 @@ static void test_refusals_leak_no_fd(void **state)
 			}
 		}
 	}
-	const int after = count_fds();
+	const int after = kt_count_fds();
 
 	F.extra = NULL;
 	F.dead_ctx = NULL;

@@ -40,20 +40,6 @@ static int fd_readable(int fd, int timeout_ms)
 	return rc == 1 && (p.revents & POLLIN);
 }
 
-/* Entries of /proc/self/fd: the open file descriptors. */
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 static int g_fd = -1; /* FILE_SIZE bytes of pattern, O_RDWR|O_DIRECT */
 
 static int group_setup(void **state)
@@ -1508,7 +1494,7 @@ static void test_destroy_closes_descriptors(void **state)
 	kaio_buf *b = kt_buf(8 * BLK);
 	for (int variant = 0; variant < 4; variant++) {
 		const unsigned flags = variant == 3 ? KAIO_CTX_ALLOW_BUFFERED | KAIO_CTX_SINGLE_THREAD : 0;
-		int before = count_fds();
+		int before = kt_count_fds();
 		kaio_ctx *ctx = kt_ctx(8, flags);
 		int efd = kaio_ctx_fd(ctx);
 		assert_true(efd >= 0);
@@ -1532,7 +1518,7 @@ static void test_destroy_closes_descriptors(void **state)
 		if (r != -1 || e != EBADF)
 			fail_msg("variant %d: the context's eventfd %d is still open after kaio_ctx_destroy (fcntl = %d, errno %d)",
 				 variant, efd, r, e);
-		int after = count_fds();
+		int after = kt_count_fds();
 		if (after != before)
 			fail_msg("variant %d: %d open fds before kaio_ctx_create, %d after kaio_ctx_destroy", variant, before,
 				 after);
