@@ -8,7 +8,6 @@
  * release counters must be unchanged. */
 #include "common.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

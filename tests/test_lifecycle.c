@@ -8,7 +8,6 @@
 #endif
 #include "common.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>

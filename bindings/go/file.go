@@ -162,12 +162,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	defer f.mu.RUnlock()
 	n := 0
 	for len(p) > 0 {
-		start := f.down(off)
-		end := f.up(off + int64(len(p)))
-		if end-start > int64(f.chunk) {
-			end = start + int64(f.chunk)
-		}
-		span := int(end - start)
+		start, span := f.chunkSpan(off, len(p))
 		b, err := f.ctx.bounce.get(span)
 		if err != nil {
 			return n, err
@@ -247,17 +242,23 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// chunkSpan is the aligned range, at most one bounce chunk long, that
+// covers the start of the n bytes at off.
+func (f *File) chunkSpan(off int64, n int) (start int64, span int) {
+	start = f.down(off)
+	end := f.up(off + int64(n))
+	if end-start > int64(f.chunk) {
+		end = start + int64(f.chunk)
+	}
+	return start, int(end - start)
+}
+
 // writeChunks writes p at off through bounce buffers; it returns the user
 // bytes written and the end of the last aligned range written.
 func (f *File) writeChunks(p []byte, off int64) (n int, reached int64, err error) {
 	al := int(f.align)
 	for len(p) > 0 {
-		start := f.down(off)
-		end := f.up(off + int64(len(p)))
-		if end-start > int64(f.chunk) {
-			end = start + int64(f.chunk)
-		}
-		span := int(end - start)
+		start, span := f.chunkSpan(off, len(p))
 		b, err := f.ctx.bounce.get(span)
 		if err != nil {
 			return n, reached, err
@@ -276,7 +277,7 @@ func (f *File) writeChunks(p []byte, off int64) (n int, reached int64, err error
 			}
 		}
 		if tail < span && (head == 0 || span > al) {
-			if err := f.fillBlock(b, span-al, end-int64(al)); err != nil {
+			if err := f.fillBlock(b, span-al, start+int64(span-al)); err != nil {
 				f.ctx.bounce.put(b)
 				return n, reached, err
 			}
@@ -300,7 +301,7 @@ func (f *File) writeChunks(p []byte, off int64) (n int, reached int64, err error
 			}
 			return n + done, reached, io.ErrShortWrite
 		}
-		reached = end
+		reached = start + int64(span)
 		n += k
 		p = p[k:]
 		off += int64(k)
