@@ -23,8 +23,8 @@ int kaio_go_ctx_fd(kaio_ctx *ctx, char *msg);
 int kaio_go_ctx_forget_fd(kaio_ctx *ctx, int fd, char *msg);
 int kaio_go_buf_alloc(kaio_buf **out, void **data, size_t len, char *msg);
 /*
- * Submits the operations slot_ops[idx[0..n-1]] with as few kaio_submit
- * calls as the library allows: status[i] is 0 when operation i was
+ * Submits the operations slot_ops[idx[0..n-1]] in kaio_submit calls of
+ * at most 8 operations each: status[i] is 0 when operation i was
  * accepted, else its -errno, with its message copied to
  * msgs + user_data * KAIO_GO_MSG_LEN (user_data is its slot).  An
  * operation refused does not stop the ones after it.
