@@ -365,6 +365,26 @@ class TestAsync(KaioTest):
         self.assertEqual(ctx._pending, {})
         print("# python: %d read_async in %.2f s" % (n, elapsed), file=sys.stderr)
 
+    def test_submits_as_soon_as_sixteen_wait(self):
+        # Reads queued in one pass of the loop go to the kernel 16 at a
+        # time, without waiting for the end of the pass; with the context
+        # full, they wait for completions instead of retrying.
+        from kaio._context import OP_READ
+        fd = self.make_file("f", blocks=32)
+
+        async def main(capacity, inflight, queued):
+            ctx = self.context(capacity=capacity)
+            bufs = [kaio.Buffer(BS) for _ in range(30)]
+            futs = [ctx._queue_rw(OP_READ, fd, b, i * BS, None) for i, b in enumerate(bufs)]
+            self.assertEqual((ctx.inflight, len(ctx._sq)), (inflight, queued))
+            self.assertEqual(await asyncio.gather(*futs), [BS] * 30)
+            for i, b in enumerate(bufs):
+                self.assertEqual(bytes(b), pattern(i))
+            self.assertEqual((ctx.inflight, ctx._pending), (0, {}))
+
+        self.run_async(main(24, 16, 14))
+        self.run_async(main(8, 8, 22))
+
     def test_capacity_waits_in_fifo_order(self):
         fd = self.make_file("f", blocks=16)
         ctx = self.context(capacity=1)
