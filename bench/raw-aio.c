@@ -15,8 +15,8 @@
  * happens; batch = every refill of one reap in one io_submit; chunk =
  * io_submit calls of --chunk (default 4) refills, made as soon as that
  * many are ready, the rest at the end of the reap; auto = batch after a
- * reap that found every I/O in flight completed, else chunk (see
- * bench-common.h).
+ * reap that found every I/O in flight completed without waiting (known
+ * with --reap user only), else chunk (see bench-common.h).
  *
  * Reaping (--reap):
  *   syscall  io_getevents(ctx, 1, DEPTH, ...): one syscall per reap.
@@ -204,6 +204,7 @@ static inline int reap(struct raw *r)
 		int n = ring_reap(r->ring, r->events, r->o->depth);
 		if (n > 0)
 			return n;
+		r->run.reap_blocked = true;
 	}
 	long n = sys_io_getevents(r->ctx, 1, r->o->depth, r->events, NULL);
 	r->run.syscalls++;

@@ -231,9 +231,9 @@ static void bench_usage(FILE *f, const char *engine_line, const struct bench_ext
 	        "                     reap in one call, after it; chunk: calls of --chunk\n"
 	        "                     refills, made as soon as that many are ready (the\n"
 	        "                     rest after the reap); auto: batch after a reap that\n"
-	        "                     found every I/O in flight completed (the CPU is the\n"
-	        "                     limit), chunk after one that did not (a device is\n"
-	        "                     busy: give it work early) (default auto)\n"
+	        "                     found every I/O in flight completed without waiting\n"
+	        "                     (the CPU is the limit), chunk otherwise (a device\n"
+	        "                     is busy: give it work early) (default auto)\n"
 	        "  --chunk N          refills per call for chunk (default %d) and auto\n"
 	        "                     (default 1)\n"
 	        "%s\n"
@@ -597,6 +597,7 @@ struct bench_run {
 	uint64_t reap_mark;      /* completed, and inflight, when the reap began */
 	uint64_t reap_inflight;
 	unsigned auto_rounds;    /* --submit auto: reaps left before probing */
+	bool reap_blocked;       /* this reap had to wait: nothing had completed */
 	bool measuring;          /* the ramp is over */
 	bool stopping;           /* no new I/O: a limit was reached, or a signal */
 	bool interrupted;
@@ -658,16 +659,19 @@ static bool bench_deadline(struct bench_run *r, uint64_t now)
  * decides from the same thing: the previous reap.
  *
  * Auto's rule: submit one request per call (or in --chunk chunks), and
- * watch the reaps.  A reap that finds
- * every I/O in flight completed, after chunked submissions, means the CPU
- * is the limit (the kernel completed them inside io_submit, as for holes
- * or cached data, or the device is faster than this loop): batching then
+ * watch the reaps.  A reap that finds every I/O in flight completed
+ * without having to wait (bench_probe: the engine looks before it blocks
+ * and sets reap_blocked), after chunked submissions, means the CPU is the
+ * limit (the kernel completed them inside io_submit, as for holes or
+ * cached data, or the device is faster than this loop): batching then
  * saves syscalls and costs nothing, so the next BENCH_AUTO_ROUNDS reaps
  * batch, and then chunks probe again.  (Batches cannot judge themselves:
  * on a device they complete together, so their reaps drain everything
- * too.)  Otherwise a device holds work, and a big batch would keep it in
- * the block layer's plug until the whole io_submit returns while the
- * device drains: chunks hand it work early.
+ * too.  Nor can a reap that waited: a virtio disk given a burst completes
+ * it as a burst, and a slow loop finds everything done.)  Otherwise a
+ * device holds work, and a big batch would keep it in the block layer's
+ * plug until the whole io_submit returns while the device drains, and
+ * come back as a burst: chunks hand it work early.
  */
 #define BENCH_AUTO_ROUNDS 16
 /* Auto's submissions while a device holds work: one call per request
@@ -691,6 +695,14 @@ static inline void bench_reap_begin(struct bench_run *r)
 {
 	r->reap_mark = r->completed;
 	r->reap_inflight = r->inflight;
+	r->reap_blocked = false;
+}
+
+/* Should the engine look for completions without blocking before it waits
+ * (and set reap_blocked when it found none)?  Only auto between batches. */
+static inline bool bench_probe(const struct bench_run *r)
+{
+	return r->o->submit == BENCH_SUBMIT_AUTO && r->batch_at != UINT32_MAX;
 }
 
 static inline void bench_reap_end(struct bench_run *r)
@@ -698,7 +710,7 @@ static inline void bench_reap_end(struct bench_run *r)
 	if (r->o->submit != BENCH_SUBMIT_AUTO)
 		return;
 	if (r->batch_at != UINT32_MAX) {
-		if (r->completed - r->reap_mark >= r->reap_inflight) {
+		if (!r->reap_blocked && r->completed - r->reap_mark >= r->reap_inflight) {
 			r->batch_at = UINT32_MAX;
 			r->auto_rounds = BENCH_AUTO_ROUNDS;
 		}
