@@ -11,14 +11,9 @@
 top=${KAIO_TOP_BUILDDIR:-.}
 kb=$top/tools/kaio-bench
 base=${KAIO_TEST_DIR:-.}
-plan=30
 limit=120     # seconds: a run that hangs fails instead of stopping make check
 
-skip_all() {
-	echo "1..0 # SKIP $*"
-	echo "skipped: $*" >&2
-	exit 77
-}
+. "$(dirname "$0")/tap.sh"
 
 if [ ! -x "$kb" ]; then
 	echo "1..1"
@@ -26,43 +21,18 @@ if [ ! -x "$kb" ]; then
 	exit 1
 fi
 
-dir=$(mktemp -d "$base/kaio-bench-test.XXXXXX") ||
-	skip_all "cannot create a temporary directory under $base"
-trap 'rm -rf "$dir"' EXIT
-trap 'exit 1' HUP INT TERM
-
-fstype=$(stat -f -c %T "$dir" 2>/dev/null)
-case $fstype in
-tmpfs | ramfs) skip_all "$dir is on $fstype; set KAIO_TEST_DIR to a disk filesystem" ;;
-esac
+tap_disk_dir "$base" kaio-bench-test
 # 8 MiB of data on disk, and a 64 MiB file of holes.
 dd if=/dev/urandom of="$dir/data" bs=1M count=8 oflag=direct 2>/dev/null ||
-	skip_all "$dir refuses O_DIRECT; set KAIO_TEST_DIR to a disk filesystem"
+	tap_skip_all "cannot write $dir/data with O_DIRECT"
 truncate -s 64M "$dir/holes"
 if ! "$kb" --file "$dir/data" --count 1 --json >/dev/null 2>"$dir/err"; then
 	if grep -q -i 'context' "$dir/err"; then
-		skip_all "kernel AIO unavailable: $(cat "$dir/err")"
+		tap_skip_all "kernel AIO unavailable: $(cat "$dir/err")"
 	fi
 fi
 
-echo "1..$plan"
-n=0
-failed=0
-
-pass() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
-fail() {
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $1"
-	shift
-	for line in "$@"; do
-		echo "# $line"
-	done
-}
-
+tap_plan 30
 # json_ok NAME OUT IOS SUBMIT API: the one line of JSON has these values.
 json_ok() {
 	name=$1 out=$2 ios=$3 submit=$4 api=$5
@@ -70,7 +40,7 @@ json_ok() {
 	case $line in
 	*"\"engine\":\"kaio\""*"\"submit\":\"$submit\",\"api\":\"$api\""*) ;;
 	*)
-		fail "$name" "unexpected JSON: $line"
+		tap_fail "$name" "unexpected JSON: $line"
 		return
 		;;
 	esac
@@ -78,12 +48,12 @@ json_ok() {
 		case $line in
 		*"\"ios\":$ios,"*) ;;
 		*)
-			fail "$name" "expected \"ios\":$ios in: $line"
+			tap_fail "$name" "expected \"ios\":$ios in: $line"
 			return
 			;;
 		esac
 	fi
-	pass "$name"
+	tap_pass "$name"
 }
 
 # run NAME ARGS...: kaio-bench ARGS --json under a time limit; exit 0.
@@ -93,11 +63,11 @@ run() {
 	timeout $limit "$kb" "$@" --json >"$dir/out" 2>"$dir/err"
 	rc=$?
 	if [ $rc -eq 124 ]; then
-		fail "$name" "did not end within $limit s: kaio-bench $*"
+		tap_fail "$name" "did not end within $limit s: kaio-bench $*"
 		return 1
 	fi
 	if [ $rc -ne 0 ]; then
-		fail "$name" "exit $rc: kaio-bench $*" "$(tail -3 "$dir/err")"
+		tap_fail "$name" "exit $rc: kaio-bench $*" "$(tail -3 "$dir/err")"
 		return 1
 	fi
 	return 0
@@ -136,9 +106,9 @@ expect_usage() {
 	timeout $limit "$kb" "$@" >"$dir/out" 2>"$dir/err"
 	rc=$?
 	if [ $rc -eq 2 ] && [ -s "$dir/err" ]; then
-		pass "$name"
+		tap_pass "$name"
 	else
-		fail "$name" "exit $rc (want 2 and a message): kaio-bench $*" "$(head -3 "$dir/err")"
+		tap_fail "$name" "exit $rc (want 2 and a message): kaio-bench $*" "$(head -3 "$dir/err")"
 	fi
 }
 expect_usage "no --file: exit 2" --count 1
@@ -152,14 +122,9 @@ expect_usage "an unknown option: exit 2" --file "$dir/data" --no-such-option
 timeout $limit "$kb" --file "$dir/missing" --count 1 >"$dir/out" 2>"$dir/err"
 rc=$?
 if [ $rc -eq 1 ] && grep -q missing "$dir/err"; then
-	pass "a missing file: exit 1, named"
+	tap_pass "a missing file: exit 1, named"
 else
-	fail "a missing file: exit 1, named" "exit $rc" "$(head -3 "$dir/err")"
+	tap_fail "a missing file: exit 1, named" "exit $rc" "$(head -3 "$dir/err")"
 fi
 
-if [ $n -ne $plan ]; then
-	echo "# planned $plan tests but ran $n"
-	exit 1
-fi
-[ $failed -eq 0 ] || exit 1
-exit 0
+tap_finish

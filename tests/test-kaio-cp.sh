@@ -10,13 +10,7 @@
 top=${KAIO_TOP_BUILDDIR:-.}
 kcp=$top/tools/kaio-cp
 base=${KAIO_TEST_DIR:-.}
-plan=55
-
-skip_all() {
-	echo "1..0 # SKIP $*"
-	echo "skipped: $*" >&2
-	exit 77
-}
+. "$(dirname "$0")/tap.sh"
 
 if [ ! -x "$kcp" ]; then
 	echo "1..1"
@@ -24,48 +18,23 @@ if [ ! -x "$kcp" ]; then
 	exit 1
 fi
 
-dir=$(mktemp -d "$base/kaio-cp-test.XXXXXX") ||
-	skip_all "cannot create a temporary directory under $base"
 loop=
-cleanup() {
+tap_cleanup_hook() {
 	[ -n "$loop" ] && losetup -d "$loop" 2>/dev/null
-	rm -rf "$dir"
 }
-trap cleanup EXIT
-trap 'exit 1' HUP INT TERM     # dash runs the EXIT trap only on exit
-
-# tmpfs (often /tmp) refuses O_DIRECT at open before Linux 6.6, and since
-# then accepts it but still copies through the page cache: not a real test.
-fstype=$(stat -f -c %T "$dir" 2>/dev/null)
-case $fstype in
-tmpfs | ramfs) skip_all "$dir is on $fstype; set KAIO_TEST_DIR to a disk filesystem" ;;
-esac
-dd if=/dev/zero of="$dir/probe" bs=4096 count=1 oflag=direct 2>/dev/null ||
-	skip_all "$dir refuses O_DIRECT; set KAIO_TEST_DIR to a disk filesystem"
+tap_disk_dir "$base" kaio-cp-test
 if ! "$kcp" --no-progress "$dir/probe" "$dir/probe.out" 2>"$dir/err"; then
 	if grep -q 'I/O context' "$dir/err"; then
-		skip_all "kernel AIO unavailable: $(cat "$dir/err")"
+		tap_skip_all "kernel AIO unavailable: $(cat "$dir/err")"
 	fi
 fi
 
-echo "1..$plan"
-n=0
-failed=0
-
-pass() {
-	n=$((n + 1))
-	echo "ok $n - $1"
-}
+tap_plan 55
+pass() { tap_pass "$1"; }
+skip() { tap_skip "$1" "$2"; }
 fail() {
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $1"
-	echo "#   exit status $rc; stderr:"
+	tap_fail "$1" "  exit status $rc; stderr:"
 	sed 's/^/#     /' "$dir/err"
-}
-skip() {
-	n=$((n + 1))
-	echo "ok $n - $1 # SKIP $2"
 }
 
 # run ARGS...: run kaio-cp, stderr in $dir/err, status in $rc.
@@ -288,9 +257,4 @@ else
 	skip "-b 512 onto a 4K-sector device: exit 2, names 4096" "needs root and a loop device"
 fi
 
-if [ $n -ne $plan ]; then
-	echo "# planned $plan tests but ran $n"
-	exit 1
-fi
-[ $failed -eq 0 ] || exit 1
-exit 0
+tap_finish
