@@ -26,36 +26,13 @@ if ! command -v "$GO" >/dev/null 2>&1; then
 	echo "$0: no Go toolchain ('$GO' not found; apt-get install golang-go)" >&2
 	exit 77
 fi
-if [ -n "${KAIO_TOP_BUILDDIR:-}" ]; then
-	deflib=$KAIO_TOP_BUILDDIR/.libs
-else
-	deflib=$top/.libs
-fi
-libdir=${2:-${KAIO_BUILD_LIB:-$deflib}}
-incdir=${3:-${KAIO_INCLUDE:-${KAIO_TOP_SRCDIR:-$top}/include}}
-[ -e "$libdir/libkaio.so" ] || { echo "$0: no libkaio.so in '$libdir'" >&2; exit 1; }
-[ -e "$incdir/kaio.h" ] || { echo "$0: no kaio.h in '$incdir'" >&2; exit 1; }
-libdir=$(cd "$libdir" && pwd)
-incdir=$(cd "$incdir" && pwd)
+. "$here/go-env.sh"
+go_env "${2:-}" "${3:-}" || { echo "$0: $go_env_error" >&2; exit 1; }
+trap '[ -n "$go_tmp" ] && rm -rf "$go_tmp"' EXIT
 case $output in
 /*) ;;
 *) output=$(pwd)/$output ;;
 esac
 
-tmp=
-if [ -n "${KAIO_GO_WORKDIR:-}" ]; then
-	work=$KAIO_GO_WORKDIR
-elif [ "$(basename "$libdir")" = .libs ] && [ -w "$(dirname "$libdir")" ]; then
-	work=$(dirname "$libdir")/go-work
-else
-	tmp=$(mktemp -d "${TMPDIR:-/tmp}/kaio-go.XXXXXX") || exit 1
-	work=$tmp
-fi
-trap '[ -n "$tmp" ] && rm -rf "$tmp"' EXIT
-mkdir -p "$work/cache" "$work/gopath" "$work/tmp" "$(dirname "$output")" || exit 1
-export GOCACHE="$work/cache" GOPATH="$work/gopath" GOTMPDIR="$work/tmp" \
-	GOMODCACHE="$work/gopath/pkg/mod" GOENV=off GOFLAGS= GO111MODULE=on \
-	GOPROXY=off GOSUMDB=off GOWORK=off CGO_ENABLED=1 \
-	CGO_CFLAGS="-O2 -g -I$incdir" \
-	CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir"
+mkdir -p "$(dirname "$output")" || exit 1
 cd "$here" && "$GO" build -buildvcs=false -o "$output" ./cmd/kaio-gobench

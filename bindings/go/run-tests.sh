@@ -35,43 +35,15 @@ if ! command -v "$GO" >/dev/null 2>&1; then
 	exit 77
 fi
 
-if [ -n "${KAIO_TOP_BUILDDIR:-}" ]; then
-	deflib=$KAIO_TOP_BUILDDIR/.libs
-else
-	deflib=$top/.libs
-fi
-libdir=${1:-${KAIO_BUILD_LIB:-$deflib}}
-incdir=${2:-${KAIO_INCLUDE:-${KAIO_TOP_SRCDIR:-$top}/include}}
-if [ ! -e "$libdir/libkaio.so" ]; then
-	echo "Bail out! no libkaio.so in '$libdir' (give the library's build directory: $0 LIBDIR [INCLUDEDIR], or KAIO_BUILD_LIB)"
+. "$here/go-env.sh"
+if ! go_env "${1:-}" "${2:-}"; then
+	echo "Bail out! $go_env_error"
 	exit 1
 fi
-if [ ! -e "$incdir/kaio.h" ]; then
-	echo "Bail out! no kaio.h in '$incdir' (give it as the second argument, or KAIO_INCLUDE)"
-	exit 1
-fi
-libdir=$(cd "$libdir" && pwd)
-incdir=$(cd "$incdir" && pwd)
-
-tmp=
-if [ -n "${KAIO_GO_WORKDIR:-}" ]; then
-	work=$KAIO_GO_WORKDIR
-elif [ "$(basename "$libdir")" = .libs ] && [ -w "$(dirname "$libdir")" ]; then
-	work=$(dirname "$libdir")/go-work
-else
-	tmp=$(mktemp -d "${TMPDIR:-/tmp}/kaio-go.XXXXXX") || exit 1
-	work=$tmp
-fi
-mkdir -p "$work/cache" "$work/gopath" "$work/tmp" || exit 1
 out=$(mktemp -d "${TMPDIR:-/tmp}/kaio-go-out.XXXXXX") || exit 1
-trap 'rm -rf "$out" ${tmp:+"$tmp"}' EXIT
+trap 'rm -rf "$out" ${go_tmp:+"$go_tmp"}' EXIT
 trap 'exit 1' HUP INT TERM
 
-export GOCACHE="$work/cache" GOPATH="$work/gopath" GOTMPDIR="$work/tmp" \
-	GOMODCACHE="$work/gopath/pkg/mod" GOENV=off GOFLAGS= GO111MODULE=on \
-	GOPROXY=off GOSUMDB=off GONOSUMDB= GOWORK=off CGO_ENABLED=1 \
-	CGO_CFLAGS="-O2 -g -I$incdir" \
-	CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir"
 LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LD_LIBRARY_PATH
 
