@@ -79,6 +79,21 @@ _WAIT_SLICE_MS = 50
 _SUBMIT_EARLY = 16
 
 
+def _settle(futs):
+    """Give each future of _collect its result or its exception (in the
+    loop's thread)."""
+    for fut, res, op, fd, off in futs:
+        if fut.done():  # its coroutine was cancelled
+            continue
+        try:
+            if res >= 0:
+                fut.set_result(res if op <= 4 else None)
+            else:
+                fut.set_exception(completion_error(res, op, fd, off))
+        except RuntimeError:  # its loop is closed
+            pass
+
+
 class _Waiter:
     """What a blocking call waits on (in _pending)."""
     __slots__ = ("done", "res", "op", "fd", "off")
@@ -331,10 +346,14 @@ class Context:
                 self._reaping = False
                 cond.notify_all()
 
-    def _dispatch(self, raw, n):
-        """Hand n copied events to their waiters, from any thread."""
+    def _collect(self, raw, n):
+        """Take n copied events: drop the buffer reference each carries and
+        mark the blocking calls' waiters done.  Returns the futures to
+        settle, (future, res, op, fd, offset) each, and whether a waiter
+        was done."""
         pending = self._pending
         futs = []
+        waiters = False
         for key, res, off, buf, fd, op in _iter_unpack(raw[:n * EVENT_SIZE]):
             if buf:
                 _unref(buf)
@@ -343,35 +362,31 @@ class Context:
                 continue
             if ent.__class__ is _Waiter:
                 ent.res, ent.op, ent.fd, ent.off = res, op, fd, off
-                ent.done = True
+                ent.done = waiters = True
             else:
                 futs.append((ent, res, op, fd, off))
         if _released:
             _released.clear()
+        return futs, waiters
+
+    def _dispatch(self, raw, n):
+        """Hand n copied events to their waiters, from any thread."""
+        futs, _ = self._collect(raw, n)
         with self._cond:
             self._cond.notify_all()
         loop = self._loop
         if loop is None or not (futs or self._sq):
             return
         if self._loop_tid == _get_ident() or not loop.is_running():
-            self._resolve(futs, n)
+            self._resolve(futs)
         else:
             try:
-                loop.call_soon_threadsafe(self._resolve, futs, n)
+                loop.call_soon_threadsafe(self._resolve, futs)
             except RuntimeError:  # the loop was closed meanwhile
                 pass
 
-    def _resolve(self, futs, n):
-        for fut, res, op, fd, off in futs:
-            if fut.done():  # its coroutine was cancelled
-                continue
-            try:
-                if res >= 0:
-                    fut.set_result(res if op <= 4 else None)
-                else:
-                    fut.set_exception(completion_error(res, op, fd, off))
-            except RuntimeError:  # its loop is closed
-                pass
+    def _resolve(self, futs):
+        _settle(futs)
         if self._sq:
             self._flush()
 
@@ -540,7 +555,6 @@ class Context:
         ctx = self._ctx
         if ctx is None:
             return
-        pending = self._pending
         addr, nmax, raw = self._laddr, self._lmax, self._lraw
         while True:
             n = _poll(ctx, addr, nmax)
@@ -549,23 +563,8 @@ class Context:
                     self._reader_failed(n)
                     return
                 break
-            waiters = False
-            for key, res, off, buf, fd, op in _iter_unpack(raw[:n * EVENT_SIZE]):
-                if buf:
-                    _unref(buf)
-                fut = pending.pop(key, None)
-                if fut is None:
-                    continue
-                if fut.__class__ is _Waiter:
-                    fut.res, fut.op, fut.fd, fut.off = res, op, fd, off
-                    fut.done = waiters = True
-                elif not fut.done():
-                    if res >= 0:
-                        fut.set_result(res if op <= 4 else None)
-                    else:
-                        fut.set_exception(completion_error(res, op, fd, off))
-            if _released:
-                _released.clear()
+            futs, waiters = self._collect(raw, n)
+            _settle(futs)
             if waiters:  # a blocking call's completion: wake its thread
                 with self._cond:
                     self._cond.notify_all()
