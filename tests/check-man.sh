@@ -11,6 +11,7 @@
 # (the completion ring, and KAIO_RING=0).  Prints TAP.
 top_builddir=${KAIO_TOP_BUILDDIR:-.}
 top_srcdir=${KAIO_TOP_SRCDIR:-.}
+. "$(dirname "$0")/tap.sh"
 CC=${CC:-cc}
 mandir=$top_srcdir/man
 lib=$top_builddir/.libs/libkaio.so
@@ -50,24 +51,16 @@ grep -oE '\bkaio_[a-z_]+[[:space:]]*\(' "$top_srcdir/include/kaio.h" | tr -d ' \
 	grep -vE '^kaio_(cb|release_fn)$' | sort -u >"$work/declared"
 
 npages=$(echo $pages | wc -w)
-echo "1..$((npages + 8))"
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { # description, file with the details
-	n=$((n + 1))
-	echo "not ok $n - $1"
-	[ -s "$2" ] && sed 's/^/# /' "$2"
-	failed=1
-}
+tap_plan $((npages + 8))
 
 # 1. mandoc -Tlint, warnings and above, page by page.  (A .so link page
 # always draws mandoc's "fragile .so" warning: link pages are checked below
 # instead, and the page each one names is linted here.)
 for p in $pages; do
 	if (cd "$mandir" && mandoc -Tlint -Wwarning "$p") >"$work/lint" 2>&1 && [ ! -s "$work/lint" ]; then
-		ok "mandoc -Tlint -Wwarning is silent on $p"
+		tap_pass "mandoc -Tlint -Wwarning is silent on $p"
 	else
-		not_ok "mandoc -Tlint -Wwarning is silent on $p" "$work/lint"
+		tap_fail_file "mandoc -Tlint -Wwarning is silent on $p" "$work/lint"
 	fi
 done
 
@@ -82,9 +75,9 @@ for l in $links; do
 	fi
 done
 if [ ! -s "$work/badlinks" ]; then
-	ok "each of the $(echo $links | wc -w) link pages is one .so line naming a page"
+	tap_pass "each of the $(echo $links | wc -w) link pages is one .so line naming a page"
 else
-	not_ok "each link page is one .so line naming a page" "$work/badlinks"
+	tap_fail_file "each link page is one .so line naming a page" "$work/badlinks"
 fi
 
 # 3. Every exported and every declared function has a man3 page that names
@@ -109,16 +102,16 @@ check_symbols() { # list file, description
 		fi
 	done <"$1"
 	if [ ! -s "$work/missing" ]; then
-		ok "$2 ($(wc -l <"$1") functions)"
+		tap_pass "$2 ($(wc -l <"$1") functions)"
 	else
-		not_ok "$2" "$work/missing"
+		tap_fail_file "$2" "$work/missing"
 	fi
 }
 if [ -s "$work/exported" ]; then
 	check_symbols "$work/exported" "every kaio_* function exported by libkaio.so has a page naming it"
 else
 	echo "no kaio_* symbol found in $lib" >"$work/none"
-	not_ok "every kaio_* function exported by libkaio.so has a page naming it" "$work/none"
+	tap_fail_file "every kaio_* function exported by libkaio.so has a page naming it" "$work/none"
 fi
 check_symbols "$work/declared" "every function declared in include/kaio.h has a page naming it"
 
@@ -131,9 +124,9 @@ for p in $pages; do
 	done
 done
 if [ ! -s "$work/sections" ]; then
-	ok "every man3 page has NAME, SYNOPSIS, DESCRIPTION, RETURN VALUE, ERRORS, SEE ALSO"
+	tap_pass "every man3 page has NAME, SYNOPSIS, DESCRIPTION, RETURN VALUE, ERRORS, SEE ALSO"
 else
-	not_ok "every man3 page has the function-page sections" "$work/sections"
+	tap_fail_file "every man3 page has the function-page sections" "$work/sections"
 fi
 
 # 5. The example of kaio(7): roff escapes undone, it must be the text a
@@ -151,25 +144,23 @@ mandoc -Tascii -Owidth=300 "$work/render.7" 2>/dev/null |
 	awk '/@@end@@/ {f = 0} f; /@@begin@@/ {f = 1}' | sed 's/^       //' >"$work/rendered.c"
 if [ "$(wc -l <"$work/example.c")" -lt 20 ]; then
 	echo "only $(wc -l <"$work/example.c") lines between the example markers" >"$work/diff"
-	not_ok "kaio(7) has a C example between its example-begin/end markers" "$work/diff"
+	tap_fail_file "kaio(7) has a C example between its example-begin/end markers" "$work/diff"
 elif diff -u "$work/example.c" "$work/rendered.c" >"$work/diff" 2>&1; then
-	ok "the C example of kaio(7) renders exactly as the source that is compiled"
+	tap_pass "the C example of kaio(7) renders exactly as the source that is compiled"
 else
-	not_ok "the C example of kaio(7) renders exactly as the source that is compiled" "$work/diff"
+	tap_fail_file "the C example of kaio(7) renders exactly as the source that is compiled" "$work/diff"
 fi
 
 # ... compile warning-free as C99 ...
 if $CC -std=c99 -Wall -Wextra -Werror -I"$top_srcdir/include" "$work/example.c" \
 	-L"$top_builddir/.libs" -lkaio -Wl,-rpath,"$(cd "$top_builddir/.libs" && pwd)" \
 	-o "$work/example" >"$work/cc.log" 2>&1; then
-	ok "the C example of kaio(7) compiles as C99 with -Wall -Wextra -Werror"
+	tap_pass "the C example of kaio(7) compiles as C99 with -Wall -Wextra -Werror"
 else
-	not_ok "the C example of kaio(7) compiles" "$work/cc.log"
-	for r in 1 2; do
-		n=$((n + 1))
-		echo "not ok $n - the C example of kaio(7) runs # nothing to run"
-	done
-	exit 1
+	tap_fail_file "the C example of kaio(7) compiles" "$work/cc.log"
+	tap_fail "the C example of kaio(7) runs" "nothing to run"
+	tap_fail "the C example of kaio(7) runs with KAIO_RING=0" "nothing to run"
+	tap_finish
 fi
 
 # ... and run on a file on disk: 64 KiB of 'A', then 64 KiB of 'B'.
@@ -181,8 +172,7 @@ expect_cb="callback: 65536 bytes at offset 0, first byte 0x41"
 expect_ev="event 1: 65536 bytes at offset 65536, first byte 0x42"
 if ! dd if="$work/ab.bin" of=/dev/null bs=65536 iflag=direct >/dev/null 2>&1; then
 	for r in 1 2; do
-		n=$((n + 1))
-		echo "ok $n - the C example of kaio(7) runs # SKIP $work refuses O_DIRECT; set KAIO_TEST_DIR to a disk filesystem"
+		tap_skip "the C example of kaio(7) runs" "$work refuses O_DIRECT; set KAIO_TEST_DIR to a disk filesystem"
 	done
 else
 	for ring in default 0; do
@@ -196,11 +186,11 @@ else
 		rc=$?
 		if [ $rc -eq 0 ] && grep -qxF "$expect_cb" "$work/out" && grep -qxF "$expect_ev" "$work/out" &&
 			[ "$(wc -l <"$work/out")" -eq 2 ]; then
-			ok "$desc"
+			tap_pass "$desc"
 		else
 			{ echo "exit status $rc; output:"; cat "$work/out"; } >"$work/why"
-			not_ok "$desc" "$work/why"
+			tap_fail_file "$desc" "$work/why"
 		fi
 	done
 fi
-exit $failed
+tap_finish

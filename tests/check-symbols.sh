@@ -9,6 +9,7 @@
 # debian/ (a tarball without the packaging).
 top_builddir=${KAIO_TOP_BUILDDIR:-.}
 top_srcdir=${KAIO_TOP_SRCDIR:-.}
+. "$(dirname "$0")/tap.sh"
 map=$top_srcdir/src/libkaio.map
 control=$top_srcdir/debian/control
 configure_ac=$top_srcdir/configure.ac
@@ -25,20 +26,12 @@ fi
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { # description, file with the details
-	n=$((n + 1))
-	echo "not ok $n - $1"
-	[ -s "$2" ] && sed 's/^/# /' "$2"
-	failed=1
-}
 # check DESCRIPTION COMMAND...: ok when the command succeeds; its output
 # becomes the diagnostics otherwise.
 check() {
 	desc=$1
 	shift
-	if "$@" >"$tmp/out" 2>&1; then ok "$desc"; else not_ok "$desc" "$tmp/out"; fi
+	if "$@" >"$tmp/out" 2>&1; then tap_pass "$desc"; else tap_fail_file "$desc" "$tmp/out"; fi
 }
 
 # The map, as "symbol@NODE" lines (comments stripped; local: sections and
@@ -77,20 +70,20 @@ case $lt_version in
 esac
 control_libpkg=$(sed -n 's/^Package: *\(libkaio[0-9][0-9a-z.+-]*\) *$/\1/p' "$control" | grep -v -- '-dev$' | head -n 1)
 
-echo "1..9"
+tap_plan 9
 
 # 1. The symbols file's header line.
 if [ "$sym_minver" = "#MINVER#" ] && [ -n "$sym_soname" ] && [ -n "$sym_package" ]; then
-	ok "$(basename "$symfile") starts with 'SONAME PACKAGE #MINVER#' ($sym_soname $sym_package)"
+	tap_pass "$(basename "$symfile") starts with 'SONAME PACKAGE #MINVER#' ($sym_soname $sym_package)"
 else
 	echo "first line: $(head -n 1 "$symfile")" >"$tmp/why"
-	not_ok "$(basename "$symfile") starts with 'SONAME PACKAGE #MINVER#'" "$tmp/why"
+	tap_fail_file "$(basename "$symfile") starts with 'SONAME PACKAGE #MINVER#'" "$tmp/why"
 fi
 
 # 2. Exactly the map's symbols, each with its node, and one entry per node.
 if [ ! -s "$tmp/map" ]; then
 	echo "no global symbol found in $map" >"$tmp/why"
-	not_ok "the symbols file lists exactly src/libkaio.map's symbols with their version nodes" "$tmp/why"
+	tap_fail_file "the symbols file lists exactly src/libkaio.map's symbols with their version nodes" "$tmp/why"
 else
 	check "the symbols file lists exactly src/libkaio.map's $(wc -l <"$tmp/map") symbols with their version nodes ($(tr '\n' ' ' <"$tmp/nodes" | sed 's/ $//'))" \
 		diff -u "$tmp/expected" "$tmp/listed"
@@ -110,9 +103,9 @@ while read -r v; do
 done <"$tmp/minvers"
 [ -s "$tmp/minvers" ] || echo "no minimum version found" >"$tmp/why"
 if [ ! -s "$tmp/why" ]; then
-	ok "every minimum version ($(tr '\n' ' ' <"$tmp/minvers" | sed 's/ $//')) is at or before release $pkg_version"
+	tap_pass "every minimum version ($(tr '\n' ' ' <"$tmp/minvers" | sed 's/ $//')) is at or before release $pkg_version"
 else
-	not_ok "every minimum version is at or before release $pkg_version" "$tmp/why"
+	tap_fail_file "every minimum version is at or before release $pkg_version" "$tmp/why"
 fi
 
 # 5. The symbols file names the -dev package for Build-Depends.
@@ -122,12 +115,12 @@ check "the symbols file declares '* Build-Depends-Package: libkaio-dev'" \
 # 6. libtool's version-info gives the soname major of the symbols file.
 if [ -z "$lt_major" ]; then
 	echo "no 'AC_SUBST([KAIO_LT_VERSION], [C:R:A])' in configure.ac" >"$tmp/why"
-	not_ok "KAIO_LT_VERSION gives the soname of the symbols file" "$tmp/why"
+	tap_fail_file "KAIO_LT_VERSION gives the soname of the symbols file" "$tmp/why"
 elif [ "$sym_soname" = "libkaio.so.$lt_major" ]; then
-	ok "KAIO_LT_VERSION $lt_version gives libkaio.so.$lt_major, the soname of the symbols file"
+	tap_pass "KAIO_LT_VERSION $lt_version gives libkaio.so.$lt_major, the soname of the symbols file"
 else
 	echo "KAIO_LT_VERSION $lt_version: CURRENT-AGE = $lt_major, so libkaio.so.$lt_major; the symbols file says $sym_soname" >"$tmp/why"
-	not_ok "KAIO_LT_VERSION gives the soname of the symbols file" "$tmp/why"
+	tap_fail_file "KAIO_LT_VERSION gives the soname of the symbols file" "$tmp/why"
 fi
 
 # 7. The library package is named after the soname, in the symbols file and
@@ -135,37 +128,35 @@ fi
 if [ -n "$lt_major" ] && [ "$sym_package" = "libkaio$lt_major" ] &&
 	[ "$control_libpkg" = "libkaio$lt_major" ] &&
 	[ "$(basename "$symfile")" = "libkaio$lt_major.symbols" ]; then
-	ok "the library package is libkaio$lt_major in debian/control and in $(basename "$symfile")"
+	tap_pass "the library package is libkaio$lt_major in debian/control and in $(basename "$symfile")"
 else
 	echo "soname major ${lt_major:-?}; symbols file $(basename "$symfile") names '$sym_package'; debian/control has 'Package: ${control_libpkg:-<none>}'" >"$tmp/why"
-	not_ok "the library package is named after the soname major" "$tmp/why"
+	tap_fail_file "the library package is named after the soname major" "$tmp/why"
 fi
 
 # 8. libkaio-dev depends on that package at the same binary version.
 if [ -n "$control_libpkg" ] &&
 	awk -v RS= '/(^|\n)Package: *libkaio-dev *(\n|$)/' "$control" | tr '\n' ' ' |
 	grep -q "$control_libpkg (= \${binary:Version})"; then
-	ok "libkaio-dev depends on $control_libpkg (= \${binary:Version})"
+	tap_pass "libkaio-dev depends on $control_libpkg (= \${binary:Version})"
 else
 	echo "libkaio-dev's stanza in debian/control lacks '${control_libpkg:-libkaioN} (= \${binary:Version})'" >"$tmp/why"
-	not_ok "libkaio-dev depends on the library package at the same binary version" "$tmp/why"
+	tap_fail_file "libkaio-dev depends on the library package at the same binary version" "$tmp/why"
 fi
 
 # 9. The built library, if there is one, carries that soname.
 lib=$top_builddir/.libs/libkaio.so
 if [ ! -f "$lib" ]; then
-	n=$((n + 1))
-	echo "ok $n - the built library's SONAME # SKIP $lib not built"
+	tap_skip "the built library's SONAME" "$lib not built"
 elif ! command -v objdump >/dev/null 2>&1; then
-	n=$((n + 1))
-	echo "ok $n - the built library's SONAME # SKIP objdump not installed"
+	tap_skip "the built library's SONAME" "objdump not installed"
 else
 	soname=$(objdump -p "$lib" | awk '$1 == "SONAME" {print $2}')
 	if [ -n "$lt_major" ] && [ "$soname" = "libkaio.so.$lt_major" ] && [ "$soname" = "$sym_soname" ]; then
-		ok "the built library's SONAME is $soname"
+		tap_pass "the built library's SONAME is $soname"
 	else
 		echo "objdump -p $lib: SONAME '$soname'; expected libkaio.so.${lt_major:-?} ($sym_soname in the symbols file)" >"$tmp/why"
-		not_ok "the built library's SONAME matches" "$tmp/why"
+		tap_fail_file "the built library's SONAME matches" "$tmp/why"
 	fi
 fi
-exit $failed
+tap_finish

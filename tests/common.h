@@ -103,6 +103,9 @@ kaio_buf *kt_wrapped_new(struct kt_wrapped *w, size_t len);
 void kt_wrapped_free(struct kt_wrapped *w);
 #endif
 
+/* The entries of a directory, "." and ".." aside (e.g. /proc/self/task:
+ * the threads of this process), or -1 when it cannot be opened. */
+int kt_count_entries(const char *dir);
 /* The number of open file descriptors (entries of /proc/self/fd). */
 int kt_count_fds(void);
 

@@ -1,5 +1,5 @@
-# tests/tap.sh - sourced by the shell tests of the tools (POSIX sh):
-# TAP output and a scratch directory on a disk filesystem.
+# tests/tap.sh - sourced by the shell tests (POSIX sh): TAP output, and a
+# scratch directory on a disk filesystem.
 #
 #   . "$(dirname "$0")/tap.sh"
 #   tap_disk_dir "$base" NAME    $dir: a new directory under $base, removed
@@ -9,6 +9,7 @@
 #                                O_DIRECT is refused
 #   tap_plan N                   prints 1..N
 #   tap_pass NAME / tap_fail NAME [LINE...] / tap_skip NAME WHY
+#   tap_fail_file NAME FILE      tap_fail with FILE's lines as diagnostics
 #   tap_finish                   exit 0 when N ran and none failed, else 1
 
 tap_skip_all() {
@@ -58,6 +59,12 @@ tap_fail() {
 	for line in "$@"; do
 		echo "# $line"
 	done
+}
+
+tap_fail_file() {
+	tap_fail "$1"
+	[ -s "$2" ] && sed 's/^/# /' "$2"
+	return 0
 }
 
 tap_skip() {

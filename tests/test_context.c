@@ -8,7 +8,6 @@
 #include "common.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1096,25 +1095,10 @@ static void test_last_error_per_thread(void **state)
 
 /* ---- libkaio creates no threads ---------------------------------------------- */
 
-/* Entries of /proc/<pid>/task: the threads of a process. */
-static int count_tasks_of(const char *taskdir)
-{
-	DIR *d = opendir(taskdir);
-	if (!d)
-		return -1;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* The threads of this process. */
 static int count_tasks(void)
 {
-	return count_tasks_of("/proc/self/task");
+	return kt_count_entries("/proc/self/task");
 }
 
 /* The thread count once it equals `want` (a joined thread may linger in
@@ -1183,10 +1167,10 @@ static int child_no_threads(void)
 	 * the library started during earlier tests is not copied by fork(). */
 	char parent_tasks[64];
 	snprintf(parent_tasks, sizeof parent_tasks, "/proc/%d/task", (int)getppid());
-	int parent = count_tasks_of(parent_tasks);
+	int parent = kt_count_entries(parent_tasks);
 	for (int i = 0; i < 200 && parent > nt_base; i++) {
 		kt_sleep_ms(5); /* a thread the test just joined may linger a moment */
-		parent = count_tasks_of(parent_tasks);
+		parent = kt_count_entries(parent_tasks);
 	}
 	if (parent > nt_base)
 		return 14;
