@@ -62,6 +62,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "direct-file.h"
+
 /* ---- Options ----------------------------------------------------------- */
 
 enum bench_rw { BENCH_READ, BENCH_WRITE, BENCH_RANDREAD, BENCH_RANDWRITE, BENCH_MIXED };
@@ -829,13 +831,10 @@ static void bench_finish(struct bench_run *r)
 
 static int bench_open_direct(const char *path, int flags)
 {
-	int fd = open(path, flags | O_DIRECT | O_CLOEXEC, 0666);
-	struct stat st;
+	int fd = tool_open_direct(path, flags);
 
 	if (fd >= 0)
 		return fd;
-	if (errno == EINVAL && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		errno = EISDIR;       /* ext4 answers EINVAL for O_DIRECT on a directory */
 	bench_complain("cannot open %s: %s%s", path, strerror(errno),
 	               errno == EINVAL ? " (does its filesystem support O_DIRECT? tmpfs does not)" : "");
 	return -1;

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "kaio.h"
+#include "direct-file.h"
 
 #define DEFAULT_DEPTH 32
 #define DEFAULT_BLOCK ((uint64_t)1 << 20)
@@ -378,13 +379,10 @@ static uint32_t fd_alignment(int fd, const char *path)
 
 static int open_direct(const char *path, int flags, const char *what)
 {
-	int fd = open(path, flags | O_DIRECT | O_CLOEXEC, 0666);
-	struct stat st;
+	int fd = tool_open_direct(path, flags);
 
 	if (fd >= 0)
 		return fd;
-	if (errno == EINVAL && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		errno = EISDIR;       /* ext4 answers EINVAL for O_DIRECT on a directory */
 	complain("cannot open %s %s: %s%s", what, path, strerror(errno),
 	         errno == EINVAL ? " (does its filesystem support O_DIRECT?)" : "");
 	return -1;
