@@ -107,16 +107,22 @@ struct bench_opts {
 
 static const char *bench_prog = "bench";   /* for messages; set by the program */
 
+static void bench_vcomplain(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static void bench_vcomplain(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: ", bench_prog);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 static void bench_complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void bench_complain(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", bench_prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	bench_vcomplain(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 static int bench_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -124,11 +130,10 @@ static int bench_usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", bench_prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	bench_vcomplain(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help' for more information.\n", bench_prog);
+	fprintf(stderr, "Try '%s --help' for more information.\n", bench_prog);
 	return 2;
 }
 
