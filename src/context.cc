@@ -992,13 +992,30 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	// work the kernel completes at once (a hole-backed file) would
 	// otherwise keep this loop, and a kaio_wait that a wake or a signal
 	// should end, going for ever.
+	//
+	// The first look is taken even with nothing in flight: readiness is
+	// never left persistent, so a call that finds nothing clears a stale
+	// count, and only take_completions may do that: it drains as the
+	// ring's owner and looks at the ring again after the drain (or leaves
+	// both to the thread that owns the ring).  A drain with no look after
+	// it would eat the signal of a completion that came just before it
+	// (work another thread submitted after inflight() was read, or after
+	// the owner's last look), leaving the event in the ring with nothing
+	// to announce it: a thread waiting on the eventfd would wait for ever.
 	unsigned taken = 0;
-	while (taken < capacity_ && inflight() > queued_.load(std::memory_order_relaxed)) {
+	bool looked = false;
+	while (taken < capacity_ &&
+	       (!looked || inflight() > queued_.load(std::memory_order_relaxed))) {
+		looked = true;
 		int r = take_completions(kev, kReapBatch, &drained);
 		if (r == -EINTR)
 			continue;
 		if (r < 0) {
 			*err = -r;
+			// The ring is unreadable (or io_getevents failed): there is
+			// nothing to look at, but readiness is still not left behind.
+			if (!drained)
+				drain_eventfd();
 			break;
 		}
 		for (int i = 0; i < r; i++) {
@@ -1013,10 +1030,6 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		if (r < kReapBatch)
 			break;
 	}
-	// Readiness is never left persistent: a call that found nothing (with
-	// nothing in the kernel the loop did not even run) clears a stale count.
-	if (!drained && taken == 0 && !(use_ring_ && ring_busy_.load(std::memory_order_relaxed)))
-		drain_eventfd();
 	// We drained the eventfd; if that ate the signal meant
 	// for a blocked kaio_wait with room, while events still wait in the
 	// queue, hand the signal on.

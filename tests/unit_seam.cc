@@ -54,6 +54,9 @@ bool efd_in_poll;
 long efd_reads_in_poll;
 bool efd_retry_loop_seen;
 constexpr long kEfdPerPollLimit = 1000;
+// Run once just before the next real read of the eventfd (then cleared):
+// work that completes right before the library drains the count.
+void (*efd_before_read)();
 
 // statx: pass through, fail, or hide STATX_DIOALIGN; count the calls.
 enum class StatxMode { kPass, kFail, kNoDioAlign };
@@ -76,11 +79,13 @@ void reset_scripts()
 	efd_in_poll = false;
 	efd_reads_in_poll = 0;
 	efd_retry_loop_seen = false;
+	efd_before_read = nullptr;
 }
 
 } // namespace
 
 extern "C" {
+extern int seam_ring_allowed; // unit_seam_ring.cc
 int __real_kaio_sys_io_setup(unsigned nr, io_context_t *ctx);
 int __real_kaio_sys_io_submit(io_context_t ctx, long nr, struct iocb **iocbs);
 int __real_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct io_event *events,
@@ -174,6 +179,10 @@ long __wrap_kaio_sys_eventfd_read(int fd, uint64_t *value)
 		efd_failed++;
 		kt_figure_add("eventfd_read_failures_injected", 1);
 		return efd_error;
+	}
+	if (void (*hook)() = efd_before_read) {
+		efd_before_read = nullptr;
+		hook();
 	}
 	return __real_kaio_sys_eventfd_read(fd, value);
 }
@@ -863,6 +872,82 @@ void test_eventfd_read_eio(void **state)
 	eventfd_read_failing(state, -EIO);
 }
 
+// The read the hook submits: a hole, which the kernel completes inside
+// io_submit (signalling the eventfd before io_submit returns).
+struct {
+	kaio_ctx *ctx;
+	int fd;
+	kaio_buf *buf;
+	int rc;
+	bool fired;
+} late;
+
+void submit_late_read()
+{
+	late.fired = true;
+	late.rc = kaio_read(late.ctx, late.fd, 0, late.buf, 0, 4096, nullptr, 7);
+}
+
+// Regression: a Go program hung for ever with 32 completions in the
+// kernel's ring and the completion eventfd at 0.  A reap that found
+// nothing in flight cleared the eventfd's count without looking at the
+// ring afterwards; work another thread submitted meanwhile that completed
+// before that read lost its signal, and the reaper waiting on the eventfd
+// (Go's poller; kaio_wait's poll) was never woken.  Contract: "readiness
+// may be spurious, never persistent" - and never missing.  Here the drain
+// of an idle kaio_poll is preceded by such a read (the hook): the same
+// call must deliver it, or leave the eventfd readable; then it is
+// delivered once, with its result and its reference.  Run with
+// io_getevents and with the ring read in user space.
+void late_completion_case(Fixture *f, const char *how)
+{
+	const int efd = kaio_ctx_fd(f->ctx);
+	assert_true(efd >= 0);
+	const int holes = open(kt_path("seam-holes"), O_RDWR | O_CREAT | O_DIRECT, 0600);
+	assert_true(holes >= 0);
+	assert_int_equal(ftruncate(holes, 1 << 20), 0);
+	struct kaio_event ev[4];
+	assert_int_equal(kaio_poll(f->ctx, ev, 4), 0);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+
+	late = {f->ctx, holes, f->buf, -1, false};
+	efd_before_read = submit_late_read;
+	int rc = kaio_poll(f->ctx, ev, 4);
+	if (!late.fired)
+		fail_msg("%s: the idle kaio_poll did not read the eventfd: nothing was injected", how);
+	if (late.rc != 0)
+		fail_msg("%s: the injected read was refused: %d (%s)", how, late.rc, kaio_last_error());
+	assert_true(rc == 0 || rc == 1);
+	struct pollfd p = {efd, POLLIN, 0};
+	if (rc == 0 && poll(&p, 1, 0) != 1)
+		fail_msg("%s: a completion that came just before kaio_poll drained the eventfd was "
+		         "neither delivered nor left announced (%u in flight, eventfd not readable): "
+		         "a thread waiting on the eventfd would wait for ever",
+		         how, kaio_ctx_inflight(f->ctx));
+	if (rc == 0)
+		assert_int_equal(kt_wait_n(f->ctx, ev, 1), 1);
+	assert_int_equal(ev[0].user_data, 7);
+	assert_int_equal(ev[0].res, 4096);
+	assert_ptr_equal(ev[0].buf, f->buf);
+	kaio_buf_unref(ev[0].buf);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+	assert_int_equal(kaio_poll(f->ctx, ev, 4), 0);
+	assert_int_equal(poll(&p, 1, 0), 0); // and the spurious count is gone
+	close(holes);
+}
+
+void test_late_completion_not_lost(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	late_completion_case(f, "io_getevents");
+	// Again with the ring read in user space (decided at creation).
+	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
+	seam_ring_allowed = 1;
+	f->ctx = kt_ctx(16, 0);
+	seam_ring_allowed = 0;
+	late_completion_case(f, "ring");
+}
+
 } // namespace
 
 int main(void)
@@ -890,6 +975,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_eventfd_read_eintr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eventfd_read_ebadf, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eventfd_read_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_completion_not_lost, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
