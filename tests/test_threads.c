@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1103,6 +1105,153 @@ static void test_destroy_while_threads_reap(void **state)
 	}
 }
 
+/* ---- an event loop on the eventfd, with submitting threads ----------------------- */
+
+/* Regression: with the ring read in user space, a reap that found nothing
+ * in flight cleared the eventfd's count without looking at the ring again;
+ * a read another thread submitted just then, and that completed before
+ * that read of the eventfd, lost its signal, and an event loop (or a Go
+ * or Python binding) waiting on kaio_ctx_fd() slept for ever with the
+ * event in the ring.  Hole reads complete inside io_submit, which makes
+ * the window easy to hit: the old code hung within seconds here.  A
+ * thread keeps one read of a hole in flight and waits for the loop to
+ * hand it its completion; the loop waits on the eventfd, edge-triggered,
+ * and reaps with kaio_poll until it finds nothing.  A lost wake-up shows as
+ * an idle eventfd while an event that completed long before is still
+ * there to reap. */
+enum { EL_THREADS = 1, EL_IDLE_MS = 1000, EL_RUN_MS = 2000 };
+static kaio_ctx *el_ctx;
+static int el_fd;
+static sem_t el_sem[EL_THREADS];
+static atomic_int el_stop, el_exited;
+static atomic_long el_done;
+static _Atomic int64_t el_submitted_at[EL_THREADS];
+
+static void spin_us(unsigned us)
+{
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &b);
+	while ((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000 < (long)us);
+}
+
+static void *el_submitter(void *p)
+{
+	const long t = (long)p;
+	kaio_buf *b = NULL;
+	if (kaio_buf_alloc(&b, BLK, 0) < 0) {
+		note_error("kaio_buf_alloc: %s", kaio_last_error());
+		atomic_fetch_add(&el_exited, 1);
+		return NULL;
+	}
+	while (!atomic_load(&el_stop)) {
+		int rc = kaio_read(el_ctx, el_fd, (uint64_t)t * BLK, b, 0, BLK, NULL, (uint64_t)t);
+		if (rc < 0) {
+			note_error("kaio_read: %d (%s)", rc, kaio_last_error());
+			break;
+		}
+		atomic_store(&el_submitted_at[t], kt_now_ms());
+		while (sem_wait(&el_sem[t]) < 0 && errno == EINTR)
+			;
+		atomic_fetch_add(&el_done, 1);
+	}
+	kaio_buf_unref(b);
+	atomic_fetch_add(&el_exited, 1);
+	return NULL;
+}
+
+/* Delivers what kaio_poll copies until a call finds nothing (so that a
+ * call with nothing in flight races with the thread just woken, which is
+ * where the signal was lost).  idle_since: when a wait on the eventfd that
+ * ended without readiness began, else 0; an event whose read was submitted
+ * (and, on a hole, completed) before then is a lost wake-up. */
+static void el_reap(int64_t idle_since)
+{
+	static unsigned seed = 1;
+	struct kaio_event ev[16];
+	int n;
+	do {
+		n = kaio_poll(el_ctx, ev, 16);
+		if (n < 0)
+			fail_msg("kaio_poll = %d (%s)", n, kaio_last_error());
+		for (int i = 0; i < n; i++) {
+			const uint64_t t = ev[i].user_data;
+			assert_true(t < EL_THREADS);
+			const int64_t at = atomic_load(&el_submitted_at[t]);
+			if (idle_since && at < idle_since)
+				fail_msg("lost wake-up after %ld completions: the eventfd stayed idle for "
+					 "%lld ms while a read that completed before then waited in the "
+					 "context", atomic_load(&el_done),
+					 (long long)(kt_now_ms() - idle_since));
+			if (ev[i].res != BLK)
+				fail_msg("a read of a hole returned %lld", (long long)ev[i].res);
+			kaio_buf_unref(ev[i].buf);
+			sem_post(&el_sem[t]);
+		}
+		/* Look again after 0-40 us: sweeps the next call across the
+		 * moment a woken thread submits. */
+		if (n > 0)
+			spin_us(rand_r(&seed) % 40);
+	} while (n > 0);
+}
+
+static void test_eventfd_loop_with_submitting_threads(void **state)
+{
+	(void)state;
+	el_fd = open(kt_path("threads-holes"), O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+	assert_true(el_fd >= 0);
+	assert_int_equal(ftruncate(el_fd, 1 << 20), 0);
+	el_ctx = kt_ctx(8, 0);
+	const int efd = kaio_ctx_fd(el_ctx);
+	assert_true(efd >= 0);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	assert_true(ep >= 0);
+	struct epoll_event want = {.events = EPOLLIN | EPOLLET};
+	assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, efd, &want), 0);
+	atomic_store(&el_stop, 0);
+	atomic_store(&el_exited, 0);
+	atomic_store(&el_done, 0);
+	pthread_t th[EL_THREADS];
+	for (long t = 0; t < EL_THREADS; t++) {
+		assert_int_equal(sem_init(&el_sem[t], 0, 0), 0);
+		atomic_store(&el_submitted_at[t], kt_now_ms());
+		assert_int_equal(pthread_create(&th[t], NULL, el_submitter, (void *)t), 0);
+	}
+	const int64_t end = kt_now_ms() + EL_RUN_MS;
+	while (kt_now_ms() < end) {
+		struct epoll_event got;
+		const int64_t since = kt_now_ms();
+		int r = epoll_wait(ep, &got, 1, EL_IDLE_MS);
+		if (r < 0 && errno == EINTR)
+			continue;
+		assert_true(r >= 0);
+		/* Idle: if the eventfd is readable now, something came just at the
+		 * end of the wait; else what was done before the wait was missed. */
+		struct pollfd p = {efd, POLLIN, 0};
+		el_reap(r == 0 && poll(&p, 1, 0) == 0 ? since : 0);
+	}
+	atomic_store(&el_stop, 1);
+	while (atomic_load(&el_exited) < EL_THREADS) {
+		struct kaio_event ev[16];
+		int n = kaio_wait(el_ctx, ev, 0, 16, 10);
+		for (int i = 0; i < n; i++) {
+			kaio_buf_unref(ev[i].buf);
+			sem_post(&el_sem[ev[i].user_data]);
+		}
+	}
+	for (int t = 0; t < EL_THREADS; t++) {
+		pthread_join(th[t], NULL);
+		sem_destroy(&el_sem[t]);
+	}
+	check_no_errors();
+	assert_true(atomic_load(&el_done) > 0);
+	assert_int_equal(kaio_ctx_inflight(el_ctx), 0);
+	close(ep);
+	assert_int_equal(kaio_ctx_destroy(el_ctx), 0);
+	close(el_fd);
+}
+
 int main(void)
 {
 	kt_require_aio();
@@ -1113,6 +1262,7 @@ int main(void)
 		cmocka_unit_test(test_wake_signal_safe_under_load),
 		cmocka_unit_test(test_callbacks_hold_no_lock),
 		cmocka_unit_test(test_destroy_while_threads_reap),
+		cmocka_unit_test(test_eventfd_loop_with_submitting_threads),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
