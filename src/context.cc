@@ -937,11 +937,11 @@ void Context::queue_undelivered(Slot *s)
 	queue_tail_ = s;
 	queued_.fetch_add(1, std::memory_order_seq_cst);
 	lock_.unlock();
-	signal_blocked_waiters(); // a kaio_wait blocked with room must see it
+	// Announced by the reap that queued it, once (see the end of reap).
 }
 
 inline void Context::complete(Slot *s, struct kaio_event *events, unsigned max, unsigned *copied,
-                              unsigned *delivered, FreeChain *chain)
+                              unsigned *delivered, FreeChain *chain, bool *queued_here)
 {
 	if (s->res == -EINVAL || s->res == -EBADF)
 		fdcache_.forget(s->fd); // never trust what we learnt about it again
@@ -954,6 +954,7 @@ inline void Context::complete(Slot *s, struct kaio_event *events, unsigned max, 
 		++*delivered;
 	} else {
 		queue_undelivered(s);
+		*queued_here = true;
 	}
 }
 
@@ -1003,7 +1004,7 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	// the owner's last look), leaving the event in the ring with nothing
 	// to announce it: a thread waiting on the eventfd would wait for ever.
 	unsigned taken = 0;
-	bool looked = false;
+	bool looked = false, queued_here = false, last_full = false;
 	while (taken < capacity_ &&
 	       (!looked || inflight() > queued_.load(std::memory_order_relaxed))) {
 		looked = true;
@@ -1023,28 +1024,42 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 			KAIO_TSAN_ACQUIRE(s);
 			// libaio declares res unsigned long: the kernel's value is signed.
 			s->res = static_cast<int64_t>(static_cast<long>(kev[i].res));
-			complete(s, events, max, &copied, delivered, &freed);
+			complete(s, events, max, &copied, delivered, &freed, &queued_here);
 		}
 		free_chain(&freed);
 		taken += unsigned(r);
-		if (r < kReapBatch)
+		last_full = r == kReapBatch; // the ring may hold more
+		if (!last_full)
 			break;
 	}
-	// We drained the eventfd; if that ate the signal meant
-	// for a blocked kaio_wait with room, while events still wait in the
-	// queue, hand the signal on.
-	if (queued_.load(std::memory_order_seq_cst) > 0)
+	// What this call leaves behind must stay announced: a drain (this
+	// call's, or another thread's just before this one took the ring) may
+	// have eaten the signals of events it queued for want of room in
+	// events[], or of events left in the ring when it stopped on its
+	// budget after a full batch; an event loop on the eventfd (edge-
+	// triggered too) or a blocked kaio_wait would never hear of them.  So
+	// make it readable again: spurious readiness is allowed, and the next
+	// reap that finds nothing clears it.  Otherwise, if a drain ate the
+	// signal meant for a blocked kaio_wait with room while events queued
+	// by another thread wait, hand the signal on.
+	if (queued_here || (last_full && inflight() > queued_.load(std::memory_order_seq_cst)))
+		rearm_eventfd();
+	else if (queued_.load(std::memory_order_seq_cst) > 0)
 		signal_blocked_waiters();
 	return copied;
 }
 
+void Context::rearm_eventfd()
+{
+	uint64_t one = 1;
+	ssize_t w = write(evfd_, &one, sizeof one);
+	(void)w;
+}
+
 void Context::signal_blocked_waiters()
 {
-	if (blocked_.load(std::memory_order_seq_cst) > 0) {
-		uint64_t one = 1;
-		ssize_t w = write(evfd_, &one, sizeof one);
-		(void)w;
-	}
+	if (blocked_.load(std::memory_order_seq_cst) > 0)
+		rearm_eventfd();
 }
 
 void Context::drain_eventfd()

@@ -135,7 +135,7 @@ private:
 		unsigned n = 0;
 	};
 	void complete(Slot *s, struct kaio_event *events, unsigned max,
-	              unsigned *copied, unsigned *delivered, FreeChain *chain);
+	              unsigned *copied, unsigned *delivered, FreeChain *chain, bool *queued_here);
 	void free_chain(FreeChain *chain);
 	void fill_event(const Slot *s, struct kaio_event *ev) const;
 	void deliver_callback(Slot *s);
@@ -144,6 +144,7 @@ private:
 	void deliver_event_now(Slot *s, struct kaio_event *ev);
 	void queue_undelivered(Slot *s);
 	void drain_eventfd();
+	void rearm_eventfd(); // makes the completion eventfd readable
 	int take_completions(struct io_event *kev, int max, bool *drained);
 
 	void register_waiter(Waiter *w);

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <vector>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -18,6 +19,12 @@
 #include "sysaio.h"
 
 #include "common.h"
+
+extern "C" {
+extern int seam_ring_allowed; // unit_seam_ring.cc
+extern int (*seam_ring_reap)(io_context_t ctx, long nr, struct io_event *events);
+int __real_kaio_sys_ring_reap(io_context_t ctx, long nr, struct io_event *events);
+}
 
 namespace {
 
@@ -80,12 +87,12 @@ void reset_scripts()
 	efd_reads_in_poll = 0;
 	efd_retry_loop_seen = false;
 	efd_before_read = nullptr;
+	seam_ring_reap = nullptr;
 }
 
 } // namespace
 
 extern "C" {
-extern int seam_ring_allowed; // unit_seam_ring.cc
 int __real_kaio_sys_io_setup(unsigned nr, io_context_t *ctx);
 int __real_kaio_sys_io_submit(io_context_t ctx, long nr, struct iocb **iocbs);
 int __real_kaio_sys_io_getevents(io_context_t ctx, long min_nr, long nr, struct io_event *events,
@@ -936,6 +943,166 @@ void late_completion_case(Fixture *f, const char *how)
 	close(holes);
 }
 
+// Reads of a hole (completed inside io_submit) for the hooks below.
+int open_holes()
+{
+	const int fd = open(kt_path("seam-holes"), O_RDWR | O_CREAT | O_DIRECT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	return fd;
+}
+
+struct {
+	kaio_ctx *ctx;
+	int fd;
+	kaio_buf *buf;
+	uint64_t next_id;
+	int refused;
+	int phase;
+} hole;
+
+void submit_holes(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (kaio_read(hole.ctx, hole.fd, 0, hole.buf, 0, 4096, nullptr, hole.next_id++) < 0)
+			hole.refused++;
+}
+
+// Takes every event left (up to want in all), checks each id in
+// [0, hole.next_id) comes once, and that the eventfd ends idle.
+void take_all_holes(kaio_ctx *ctx, int efd, std::vector<int> &seen)
+{
+	struct kaio_event ev[256];
+	int n;
+	while ((n = kaio_poll(ctx, ev, 256)) > 0)
+		for (int i = 0; i < n; i++) {
+			assert_true(ev[i].user_data < seen.size());
+			seen[ev[i].user_data]++;
+			assert_int_equal(ev[i].res, 4096);
+			kaio_buf_unref(ev[i].buf);
+		}
+	assert_int_equal(n, 0);
+	assert_int_equal(kaio_ctx_inflight(ctx), 0);
+	for (size_t i = 0; i < seen.size(); i++)
+		if (seen[i] != 1)
+			fail_msg("operation %zu delivered %d times", i, seen[i]);
+	struct pollfd p = {efd, POLLIN, 0};
+	assert_int_equal(poll(&p, 1, 0), 0); // spurious readiness cleared
+}
+
+// The ring as the helper stages it: the first look takes what is there and
+// one more operation completes right after it; the second look finds the
+// ring empty (that one completed just after it); then the drain.
+int ring_reap_staged(io_context_t ctx, long nr, struct io_event *events)
+{
+	if (hole.phase == 1) {
+		hole.phase = 2;
+		int n = __real_kaio_sys_ring_reap(ctx, nr, events);
+		submit_holes(1);
+		return n;
+	}
+	if (hole.phase == 2) {
+		hole.phase = 3;
+		return 0;
+	}
+	return __real_kaio_sys_ring_reap(ctx, nr, events);
+}
+
+void submit_127_before_drain()
+{
+	submit_holes(127);
+}
+
+// A reap stops after about one capacity's worth of events.  When it stops
+// on that budget after a drain of the eventfd ate the signals of events it
+// then could not take, they sat in the ring with nothing announcing them:
+// an event loop, or a kaio_wait blocked on the eventfd, waited for ever.
+// Staged with capacity 128: 64 done; the first look takes them and one
+// more completes; the next look finds nothing, 127 complete before the
+// drain, the look after it takes 64 of the 128 and the budget is spent.
+// The 64 left must leave the eventfd readable; then every operation is
+// delivered once.  (Found by review; failed before the fix.)
+void test_budget_stop_keeps_readiness(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
+	seam_ring_allowed = 1;
+	f->ctx = kt_ctx(128, 0);
+	seam_ring_allowed = 0;
+	const int efd = kaio_ctx_fd(f->ctx);
+	hole = {f->ctx, open_holes(), f->buf, 0, 0, 0};
+	submit_holes(64);
+	hole.phase = 1;
+	seam_ring_reap = ring_reap_staged;
+	efd_before_read = submit_127_before_drain;
+	static struct kaio_event ev[512];
+	std::vector<int> seen(192);
+	int n = kaio_poll(f->ctx, ev, 512);
+	seam_ring_reap = nullptr;
+	assert_int_equal(hole.refused, 0);
+	assert_int_equal(hole.next_id, 192);
+	if (hole.phase != 3 || efd_before_read)
+		fail_msg("the staging did not run (phase %d)", hole.phase);
+	assert_true(n > 0);
+	for (int i = 0; i < n; i++) {
+		seen[ev[i].user_data]++;
+		kaio_buf_unref(ev[i].buf);
+	}
+	struct pollfd p = {efd, POLLIN, 0};
+	if (kaio_ctx_inflight(f->ctx) > 0 && poll(&p, 1, 0) != 1)
+		fail_msg("kaio_poll stopped on its budget with %u operations still to reap and the "
+		         "eventfd not readable: an event loop would never hear of them",
+		         kaio_ctx_inflight(f->ctx));
+	take_all_holes(f->ctx, efd, seen);
+	close(hole.fd);
+}
+
+void submit_two_before_drain()
+{
+	submit_holes(2);
+}
+
+// A kaio_wait whose events array fills queues the rest; if its reap had
+// drained the eventfd, the queued events were announced only to kaio_wait
+// callers blocked at that moment, never to an event loop on the eventfd:
+// it waited for ever (edge-triggered or not).  Staged: two reads complete
+// just before the drain of kaio_wait(max 1); one is copied, one queued:
+// the eventfd must be readable; kaio_poll then copies it.  With
+// io_getevents and with the ring.  (Found by review; failed before the fix.)
+void overflow_case(Fixture *f, const char *how)
+{
+	const int efd = kaio_ctx_fd(f->ctx);
+	hole = {f->ctx, open_holes(), f->buf, 0, 0, 0};
+	efd_before_read = submit_two_before_drain;
+	struct kaio_event ev[4];
+	std::vector<int> seen(2);
+	int n = kaio_wait(f->ctx, ev, 1, 1, 1000);
+	if (efd_before_read)
+		fail_msg("%s: kaio_wait did not read the eventfd: nothing was staged", how);
+	assert_int_equal(hole.refused, 0);
+	assert_int_equal(n, 1);
+	seen[ev[0].user_data]++;
+	kaio_buf_unref(ev[0].buf);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 1);
+	struct pollfd p = {efd, POLLIN, 0};
+	if (poll(&p, 1, 0) != 1)
+		fail_msg("%s: an event queued because kaio_wait's array was full left the eventfd "
+		         "silent: an event loop would never hear of it", how);
+	take_all_holes(f->ctx, efd, seen);
+	close(hole.fd);
+}
+
+void test_overflow_keeps_readiness(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	overflow_case(f, "io_getevents");
+	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
+	seam_ring_allowed = 1;
+	f->ctx = kt_ctx(16, 0);
+	seam_ring_allowed = 0;
+	overflow_case(f, "ring");
+}
+
 void test_late_completion_not_lost(void **state)
 {
 	auto *f = static_cast<Fixture *>(*state);
@@ -976,6 +1143,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_eventfd_read_ebadf, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eventfd_read_eio, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_completion_not_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_stop_keeps_readiness, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overflow_keeps_readiness, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
