@@ -943,6 +943,24 @@ void late_completion_case(Fixture *f, const char *how)
 	close(holes);
 }
 
+// Replaces the fixture's context with one of the given capacity that reads
+// the ring in user space (decided at creation).
+void use_ring_ctx(Fixture *f, unsigned capacity)
+{
+	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
+	seam_ring_allowed = 1;
+	f->ctx = kt_ctx(capacity, 0);
+	seam_ring_allowed = 0;
+}
+
+// Runs a case with io_getevents (the fixture's context), then with the ring.
+void in_both_modes(Fixture *f, void (*run)(Fixture *, const char *))
+{
+	run(f, "io_getevents");
+	use_ring_ctx(f, 16);
+	run(f, "ring");
+}
+
 // Reads of a hole (completed inside io_submit) for the hooks below.
 int open_holes()
 {
@@ -1025,10 +1043,7 @@ void submit_127_before_drain()
 void test_budget_stop_keeps_readiness(void **state)
 {
 	auto *f = static_cast<Fixture *>(*state);
-	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
-	seam_ring_allowed = 1;
-	f->ctx = kt_ctx(128, 0);
-	seam_ring_allowed = 0;
+	use_ring_ctx(f, 128);
 	const int efd = kaio_ctx_fd(f->ctx);
 	hole = {f->ctx, open_holes(), f->buf, 0, 0, 0};
 	submit_holes(64);
@@ -1094,25 +1109,12 @@ void overflow_case(Fixture *f, const char *how)
 
 void test_overflow_keeps_readiness(void **state)
 {
-	auto *f = static_cast<Fixture *>(*state);
-	overflow_case(f, "io_getevents");
-	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
-	seam_ring_allowed = 1;
-	f->ctx = kt_ctx(16, 0);
-	seam_ring_allowed = 0;
-	overflow_case(f, "ring");
+	in_both_modes(static_cast<Fixture *>(*state), overflow_case);
 }
 
 void test_late_completion_not_lost(void **state)
 {
-	auto *f = static_cast<Fixture *>(*state);
-	late_completion_case(f, "io_getevents");
-	// Again with the ring read in user space (decided at creation).
-	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
-	seam_ring_allowed = 1;
-	f->ctx = kt_ctx(16, 0);
-	seam_ring_allowed = 0;
-	late_completion_case(f, "ring");
+	in_both_modes(static_cast<Fixture *>(*state), late_completion_case);
 }
 
 } // namespace
