@@ -15,6 +15,7 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1125,7 +1126,10 @@ static int el_fd;
 static sem_t el_sem[EL_THREADS];
 static atomic_int el_stop, el_exited;
 static atomic_long el_done;
-static _Atomic int64_t el_submitted_at[EL_THREADS];
+/* Per thread: when the read of generation el_gen returned from kaio_read
+ * (a hole: it had completed by then); el_gen is stored after el_done_at. */
+static _Atomic int64_t el_done_at[EL_THREADS];
+static _Atomic uint64_t el_gen[EL_THREADS];
 
 static void spin_us(unsigned us)
 {
@@ -1145,13 +1149,15 @@ static void *el_submitter(void *p)
 		atomic_fetch_add(&el_exited, 1);
 		return NULL;
 	}
-	while (!atomic_load(&el_stop)) {
-		int rc = kaio_read(el_ctx, el_fd, (uint64_t)t * BLK, b, 0, BLK, NULL, (uint64_t)t);
+	for (uint64_t gen = 1; !atomic_load(&el_stop); gen++) {
+		int rc = kaio_read(el_ctx, el_fd, (uint64_t)t * BLK, b, 0, BLK, NULL,
+				   gen * EL_THREADS + (uint64_t)t);
 		if (rc < 0) {
 			note_error("kaio_read: %d (%s)", rc, kaio_last_error());
 			break;
 		}
-		atomic_store(&el_submitted_at[t], kt_now_ms());
+		atomic_store(&el_done_at[t], kt_now_ms());
+		atomic_store(&el_gen[t], gen);
 		while (sem_wait(&el_sem[t]) < 0 && errno == EINTR)
 			;
 		atomic_fetch_add(&el_done, 1);
@@ -1176,10 +1182,11 @@ static void el_reap(int64_t idle_since)
 		if (n < 0)
 			fail_msg("kaio_poll = %d (%s)", n, kaio_last_error());
 		for (int i = 0; i < n; i++) {
-			const uint64_t t = ev[i].user_data;
-			assert_true(t < EL_THREADS);
-			const int64_t at = atomic_load(&el_submitted_at[t]);
-			if (idle_since && at < idle_since)
+			const uint64_t t = ev[i].user_data % EL_THREADS;
+			const uint64_t gen = ev[i].user_data / EL_THREADS;
+			/* Judged only once its thread has recorded when it returned. */
+			const bool known = atomic_load(&el_gen[t]) == gen;
+			if (idle_since && known && atomic_load(&el_done_at[t]) < idle_since)
 				fail_msg("lost wake-up after %ld completions: the eventfd stayed idle for "
 					 "%lld ms while a read that completed before then waited in the "
 					 "context", atomic_load(&el_done),
@@ -1215,7 +1222,7 @@ static void test_eventfd_loop_with_submitting_threads(void **state)
 	pthread_t th[EL_THREADS];
 	for (long t = 0; t < EL_THREADS; t++) {
 		assert_int_equal(sem_init(&el_sem[t], 0, 0), 0);
-		atomic_store(&el_submitted_at[t], kt_now_ms());
+		atomic_store(&el_gen[t], 0);
 		assert_int_equal(pthread_create(&th[t], NULL, el_submitter, (void *)t), 0);
 	}
 	const int64_t end = kt_now_ms() + EL_RUN_MS;
@@ -1237,7 +1244,7 @@ static void test_eventfd_loop_with_submitting_threads(void **state)
 		int n = kaio_wait(el_ctx, ev, 0, 16, 10);
 		for (int i = 0; i < n; i++) {
 			kaio_buf_unref(ev[i].buf);
-			sem_post(&el_sem[ev[i].user_data]);
+			sem_post(&el_sem[ev[i].user_data % EL_THREADS]);
 		}
 	}
 	for (int t = 0; t < EL_THREADS; t++) {
