@@ -879,89 +879,8 @@ void test_eventfd_read_eio(void **state)
 	eventfd_read_failing(state, -EIO);
 }
 
-// The read the hook submits: a hole, which the kernel completes inside
-// io_submit (signalling the eventfd before io_submit returns).
-struct {
-	kaio_ctx *ctx;
-	int fd;
-	kaio_buf *buf;
-	int rc;
-	bool fired;
-} late;
-
-void submit_late_read()
-{
-	late.fired = true;
-	late.rc = kaio_read(late.ctx, late.fd, 0, late.buf, 0, 4096, nullptr, 7);
-}
-
-// Regression: a Go program hung for ever with 32 completions in the
-// kernel's ring and the completion eventfd at 0.  A reap that found
-// nothing in flight cleared the eventfd's count without looking at the
-// ring afterwards; work another thread submitted meanwhile that completed
-// before that read lost its signal, and the reaper waiting on the eventfd
-// (Go's poller; kaio_wait's poll) was never woken.  Contract: "readiness
-// may be spurious, never persistent" - and never missing.  Here the drain
-// of an idle kaio_poll is preceded by such a read (the hook): the same
-// call must deliver it, or leave the eventfd readable; then it is
-// delivered once, with its result and its reference.  Run with
-// io_getevents and with the ring read in user space.
-void late_completion_case(Fixture *f, const char *how)
-{
-	const int efd = kaio_ctx_fd(f->ctx);
-	assert_true(efd >= 0);
-	const int holes = open(kt_path("seam-holes"), O_RDWR | O_CREAT | O_DIRECT, 0600);
-	assert_true(holes >= 0);
-	assert_int_equal(ftruncate(holes, 1 << 20), 0);
-	struct kaio_event ev[4];
-	assert_int_equal(kaio_poll(f->ctx, ev, 4), 0);
-	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
-
-	late = {f->ctx, holes, f->buf, -1, false};
-	efd_before_read = submit_late_read;
-	int rc = kaio_poll(f->ctx, ev, 4);
-	if (!late.fired)
-		fail_msg("%s: the idle kaio_poll did not read the eventfd: nothing was injected", how);
-	if (late.rc != 0)
-		fail_msg("%s: the injected read was refused: %d (%s)", how, late.rc, kaio_last_error());
-	assert_true(rc == 0 || rc == 1);
-	struct pollfd p = {efd, POLLIN, 0};
-	if (rc == 0 && poll(&p, 1, 0) != 1)
-		fail_msg("%s: a completion that came just before kaio_poll drained the eventfd was "
-		         "neither delivered nor left announced (%u in flight, eventfd not readable): "
-		         "a thread waiting on the eventfd would wait for ever",
-		         how, kaio_ctx_inflight(f->ctx));
-	if (rc == 0)
-		assert_int_equal(kt_wait_n(f->ctx, ev, 1), 1);
-	assert_int_equal(ev[0].user_data, 7);
-	assert_int_equal(ev[0].res, 4096);
-	assert_ptr_equal(ev[0].buf, f->buf);
-	kaio_buf_unref(ev[0].buf);
-	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
-	assert_int_equal(kaio_poll(f->ctx, ev, 4), 0);
-	assert_int_equal(poll(&p, 1, 0), 0); // and the spurious count is gone
-	close(holes);
-}
-
-// Replaces the fixture's context with one of the given capacity that reads
-// the ring in user space (decided at creation).
-void use_ring_ctx(Fixture *f, unsigned capacity)
-{
-	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
-	seam_ring_allowed = 1;
-	f->ctx = kt_ctx(capacity, 0);
-	seam_ring_allowed = 0;
-}
-
-// Runs a case with io_getevents (the fixture's context), then with the ring.
-void in_both_modes(Fixture *f, void (*run)(Fixture *, const char *))
-{
-	run(f, "io_getevents");
-	use_ring_ctx(f, 16);
-	run(f, "ring");
-}
-
-// Reads of a hole (completed inside io_submit) for the hooks below.
+// Reads of a hole, which the kernel completes inside io_submit (signalling
+// the eventfd before io_submit returns), for the hooks below.
 int open_holes()
 {
 	const int fd = open(kt_path("seam-holes"), O_RDWR | O_CREAT | O_DIRECT, 0600);
@@ -986,8 +905,76 @@ void submit_holes(unsigned n)
 			hole.refused++;
 }
 
-// Takes every event left (up to want in all), checks each id in
-// [0, hole.next_id) comes once, and that the eventfd ends idle.
+void submit_one_hole()
+{
+	submit_holes(1);
+}
+
+// Regression: a Go program hung for ever with 32 completions in the
+// kernel's ring and the completion eventfd at 0.  A reap that found
+// nothing in flight cleared the eventfd's count without looking at the
+// ring afterwards; work another thread submitted meanwhile that completed
+// before that read lost its signal, and the reaper waiting on the eventfd
+// (Go's poller; kaio_wait's poll) was never woken.  Contract: "readiness
+// may be spurious, never persistent" - and never missing.  Here the drain
+// of an idle kaio_poll is preceded by such a read (the hook): the same
+// call must deliver it, or leave the eventfd readable; then it is
+// delivered once, with its result and its reference.  Run with
+// io_getevents and with the ring read in user space.
+void late_completion_case(Fixture *f, const char *how)
+{
+	const int efd = kaio_ctx_fd(f->ctx);
+	assert_true(efd >= 0);
+	struct kaio_event ev[4];
+	assert_int_equal(kaio_poll(f->ctx, ev, 4), 0);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+
+	hole = {f->ctx, open_holes(), f->buf, 0, 0, 0};
+	efd_before_read = submit_one_hole;
+	int rc = kaio_poll(f->ctx, ev, 4);
+	if (efd_before_read)
+		fail_msg("%s: the idle kaio_poll did not read the eventfd: nothing was injected", how);
+	if (hole.refused)
+		fail_msg("%s: the injected read was refused (%s)", how, kaio_last_error());
+	assert_true(rc == 0 || rc == 1);
+	struct pollfd p = {efd, POLLIN, 0};
+	if (rc == 0 && poll(&p, 1, 0) != 1)
+		fail_msg("%s: a completion that came just before kaio_poll drained the eventfd was "
+		         "neither delivered nor left announced (%u in flight, eventfd not readable): "
+		         "a thread waiting on the eventfd would wait for ever",
+		         how, kaio_ctx_inflight(f->ctx));
+	if (rc == 0)
+		assert_int_equal(kt_wait_n(f->ctx, ev, 1), 1);
+	assert_int_equal(ev[0].user_data, 0); // the injected read's id
+	assert_int_equal(ev[0].res, 4096);
+	assert_ptr_equal(ev[0].buf, f->buf);
+	kaio_buf_unref(ev[0].buf);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+	assert_int_equal(kaio_poll(f->ctx, ev, 4), 0);
+	assert_int_equal(poll(&p, 1, 0), 0); // and the spurious count is gone
+	close(hole.fd);
+}
+
+// Replaces the fixture's context with one of the given capacity that reads
+// the ring in user space (decided at creation).
+void use_ring_ctx(Fixture *f, unsigned capacity)
+{
+	assert_int_equal(kaio_ctx_destroy(f->ctx), 0);
+	seam_ring_allowed = 1;
+	f->ctx = kt_ctx(capacity, 0);
+	seam_ring_allowed = 0;
+}
+
+// Runs a case with io_getevents (the fixture's context), then with the ring.
+void in_both_modes(Fixture *f, void (*run)(Fixture *, const char *))
+{
+	run(f, "io_getevents");
+	use_ring_ctx(f, 16);
+	run(f, "ring");
+}
+
+// Takes every event left, checks that each id in seen (those of
+// submit_holes) was delivered once in all, and that the eventfd ends idle.
 void take_all_holes(kaio_ctx *ctx, int efd, std::vector<int> &seen)
 {
 	struct kaio_event ev[256];
@@ -1008,9 +995,9 @@ void take_all_holes(kaio_ctx *ctx, int efd, std::vector<int> &seen)
 	assert_int_equal(poll(&p, 1, 0), 0); // spurious readiness cleared
 }
 
-// The ring as the helper stages it: the first look takes what is there and
-// one more operation completes right after it; the second look finds the
-// ring empty (that one completed just after it); then the drain.
+// The ring, staged for the budget test: the first look takes what is there
+// and one more operation completes right after it; the second look finds
+// the ring empty (that one completed just after it); then the drain.
 int ring_reap_staged(io_context_t ctx, long nr, struct io_event *events)
 {
 	if (hole.phase == 1) {
