@@ -958,7 +958,8 @@ inline void Context::complete(Slot *s, struct kaio_event *events, unsigned max, 
 	}
 }
 
-unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err)
+unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err,
+                       bool *ring_busy)
 {
 	unsigned copied = 0;
 	if (max > 0 && queued_.load(std::memory_order_acquire) > 0) {
@@ -988,6 +989,7 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	}
 	struct io_event kev[kReapBatch];
 	bool drained = false; // the completion eventfd, in this call
+	bool busy = false;    // another thread was reading the ring
 	FreeChain freed;
 	// At most about one capacity's worth per call: callbacks that resubmit
 	// work the kernel completes at once (a hole-backed file) would
@@ -1008,7 +1010,7 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	while (taken < capacity_ &&
 	       (!looked || inflight() > queued_.load(std::memory_order_relaxed))) {
 		looked = true;
-		int r = take_completions(kev, kReapBatch, &drained);
+		int r = take_completions(kev, kReapBatch, &drained, &busy);
 		if (r == -EINTR)
 			continue;
 		if (r < 0) {
@@ -1046,6 +1048,8 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		rearm_eventfd();
 	else if (queued_.load(std::memory_order_seq_cst) > 0)
 		signal_blocked_waiters();
+	if (ring_busy)
+		*ring_busy = busy;
 	return copied;
 }
 
@@ -1077,13 +1081,15 @@ void Context::drain_eventfd()
 // reap that finds completions leaves the count, which the next reap that
 // finds none clears: readiness may be spurious, never persistent, and a
 // busy loop pays no read(2) per call.  With io_getevents: before the first
-// call.  Returns 0 when another thread owns the ring (it reaps, and
-// drains).
-int Context::take_completions(struct io_event *kev, int max, bool *drained)
+// call.  Returns 0 and sets *busy when another thread owns the ring (it
+// reaps, and drains).
+int Context::take_completions(struct io_event *kev, int max, bool *drained, bool *busy)
 {
 	if (use_ring_) {
-		if (threaded_ && ring_busy_.exchange(true, std::memory_order_acquire))
+		if (threaded_ && ring_busy_.exchange(true, std::memory_order_acquire)) {
+			*busy = true;
 			return 0;
+		}
 		int n = kaio_sys_ring_reap(kctx_, max, kev);
 		if (n == 0 && !*drained) {
 			drain_eventfd();
@@ -1187,6 +1193,29 @@ int Context::wake()
 	return 0;
 }
 
+// Another thread is reading the ring.  It drains the completion eventfd
+// only if it finds the ring empty, so until it lets go the eventfd may stay
+// readable and poll(2) on it would return at once, again and again: a
+// spin for as long as the owner keeps the ring (microseconds, or a whole
+// timeslice if it is preempted there).  So give it the CPU first, then
+// sleep in short, growing steps (20 us to 1 ms, within the caller's
+// timeout) on the wake eventfd only: kaio_ctx_wake still ends the wait at
+// once.  Returns as poll(2) does.
+int Context::wait_for_ring(struct pollfd *wake, unsigned busy_rounds, int remaining_ms)
+{
+	if (busy_rounds <= 2) {
+		sched_yield();
+		return 0;
+	}
+	long us = 20L << (busy_rounds - 3 < 6 ? busy_rounds - 3 : 6);
+	if (us > 1000)
+		us = 1000;
+	if (remaining_ms >= 0 && us > remaining_ms * 1000L)
+		us = remaining_ms * 1000L;
+	struct timespec ts = {0, us * 1000};
+	return ::ppoll(wake, 1, &ts, nullptr);
+}
+
 int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int timeout_ms)
 {
 	if (delivering_on_this_thread())
@@ -1201,8 +1230,12 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 	register_waiter(&w);
 	unsigned copied = 0, delivered = 0;
 	int err = 0;
+	unsigned busy_rounds = 0; // looks in a row that found the ring taken
 	for (;;) {
-		copied += reap(events ? events + copied : nullptr, max - copied, &delivered, &err);
+		bool ring_busy = false;
+		copied += reap(events ? events + copied : nullptr, max - copied, &delivered, &err,
+		               &ring_busy);
+		busy_rounds = ring_busy ? busy_rounds + 1 : 0;
 		if (err || delivered >= min || (max && copied >= max))
 			break;
 		if (wake_gen_.load(std::memory_order_seq_cst) != w.start_gen)
@@ -1224,7 +1257,13 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 			blocked_.fetch_add(1, std::memory_order_seq_cst);
 		const bool queued_for_us = room && queued_.load(std::memory_order_seq_cst) > 0;
 		struct pollfd pfd[2] = {{evfd_, POLLIN, 0}, {wakefd_, POLLIN, 0}};
-		int pr = queued_for_us ? 0 : ::poll(pfd, 2, remaining);
+		int pr = 0;
+		if (queued_for_us)
+			; // take them at once
+		else if (busy_rounds > 0)
+			pr = wait_for_ring(&pfd[1], busy_rounds, remaining);
+		else
+			pr = ::poll(pfd, 2, remaining);
 		if (pr > 0 && (pfd[1].revents & POLLIN) &&
 		    wake_gen_.load(std::memory_order_seq_cst) == w.start_gen)
 			pr = settle_stale_wake(remaining); // a wake from before we started

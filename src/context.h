@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdint>
 #include <mutex>
+#include <poll.h>
 #include <sys/uio.h>
 
 #include <libaio.h>
@@ -127,7 +128,9 @@ private:
 	                     int first = INT_MIN);
 	int kernel_refusal(const Slot *s, int err, bool nothing_to_reap);
 
-	unsigned reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err);
+	// *ring_busy (when given): another thread was reading the ring.
+	unsigned reap(struct kaio_event *events, unsigned max, unsigned *delivered, int *err,
+	              bool *ring_busy = nullptr);
 	// Slots freed during one reap, returned to the free stack together.
 	struct FreeChain {
 		Slot *first = nullptr;
@@ -145,11 +148,12 @@ private:
 	void queue_undelivered(Slot *s);
 	void drain_eventfd();
 	void rearm_eventfd(); // makes the completion eventfd readable
-	int take_completions(struct io_event *kev, int max, bool *drained);
+	int take_completions(struct io_event *kev, int max, bool *drained, bool *busy);
 
 	void register_waiter(Waiter *w);
 	void unregister_waiter(Waiter *w);
 	int settle_stale_wake(int remaining_ms);
+	int wait_for_ring(struct pollfd *wake, unsigned busy_rounds, int remaining_ms);
 	void drain_wakefd(uint64_t gen);
 	void signal_blocked_waiters();
 

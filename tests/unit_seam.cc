@@ -6,8 +6,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
+#include <ctime>
 #include <deque>
+#include <thread>
 #include <vector>
 #include <fcntl.h>
 #include <poll.h>
@@ -1104,6 +1107,74 @@ void test_late_completion_not_lost(void **state)
 	in_both_modes(static_cast<Fixture *>(*state), late_completion_case);
 }
 
+// A kaio_wait while another thread reads the ring.  That reader drains the
+// completion eventfd only when it finds the ring empty, so while it holds
+// the ring the eventfd can stay readable: a waiter that went back to
+// poll(2) on it returned at once, looked, found the ring taken, and so on,
+// spinning on a CPU for as long as the reader kept the ring (up to a
+// timeslice when it is preempted there).  Staged: one completion in the
+// ring; thread B's kaio_poll takes the ring and holds it for 200 ms (the
+// hook) before taking the event; meanwhile kaio_wait on this thread must
+// mostly sleep, return nothing when its timeout ends (B took the event),
+// and B gets the event once.
+std::atomic<int> ring_hold; // 1: the next ring read holds; 2: holding; 3: let go
+constexpr int kHoldMs = 200;
+
+int ring_reap_held(io_context_t ctx, long nr, struct io_event *events)
+{
+	int expected = 1;
+	if (ring_hold.compare_exchange_strong(expected, 2)) {
+		usleep(kHoldMs * 1000);
+		ring_hold.store(3);
+	}
+	return __real_kaio_sys_ring_reap(ctx, nr, events);
+}
+
+double thread_cpu_ms()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void test_wait_does_not_spin_on_a_held_ring(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	use_ring_ctx(f, 16);
+	hole = {f->ctx, open_holes(), f->buf, 0, 0, 0};
+	submit_holes(1);
+	assert_int_equal(hole.refused, 0);
+	ring_hold.store(1);
+	seam_ring_reap = ring_reap_held;
+	int b_got = -1;
+	struct kaio_event bev[4];
+	std::thread b([&] { b_got = kaio_poll(f->ctx, bev, 4); });
+	for (int i = 0; i < 2000 && ring_hold.load() < 2; i++)
+		usleep(1000);
+	if (ring_hold.load() < 2) {
+		b.join();
+		seam_ring_reap = nullptr;
+		fail_msg("the other thread's kaio_poll never read the ring: nothing was staged");
+	}
+	struct kaio_event ev[4];
+	const double cpu0 = thread_cpu_ms();
+	int n = kaio_wait(f->ctx, ev, 1, 4, kHoldMs + 100);
+	const double cpu = thread_cpu_ms() - cpu0;
+	b.join();
+	seam_ring_reap = nullptr;
+	assert_int_equal(n, 0);
+	assert_int_equal(b_got, 1);
+	assert_int_equal(bev[0].res, 4096);
+	kaio_buf_unref(bev[0].buf);
+	kt_figure_add("held_ring_wait_cpu_us", (long long)(cpu * 1000));
+	if (cpu > kHoldMs / 4.0)
+		fail_msg("kaio_wait used %.1f ms of CPU in %d ms while another thread held the ring: "
+		         "it spun on the readable eventfd",
+		         cpu, kHoldMs + 100);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+	close(hole.fd);
+}
+
 } // namespace
 
 int main(void)
@@ -1134,6 +1205,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_late_completion_not_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_stop_keeps_readiness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overflow_keeps_readiness, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wait_does_not_spin_on_a_held_ring, setup,
+		                                teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
