@@ -67,6 +67,12 @@ const char *kt_path(const char *name)
 	return b;
 }
 
+int kt_no_loop(void)
+{
+	const char *v = getenv("KAIO_TEST_NO_LOOP");
+	return v && *v && strcmp(v, "0") != 0;
+}
+
 void kt_require_aio(void)
 {
 	kaio_ctx *ctx = NULL;

@@ -34,6 +34,10 @@ const char *kt_dir(void);
 /* "<kt_dir()>/<name>" in a static rotating buffer. */
 const char *kt_path(const char *name);
 
+/* Non-zero when $KAIO_TEST_NO_LOOP is set (and not "0"): tests that would
+ * attach loop devices (root only) skip, e.g. in a package build. */
+int kt_no_loop(void);
+
 /* Create (truncate) file `name` of `size` bytes filled with kt_pattern, and
  * return it opened with `flags` (O_RDWR|O_DIRECT typical).  Fails the test
  * on error. */

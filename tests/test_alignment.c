@@ -358,6 +358,10 @@ static void test_loop_4096(void **state)
 		print_message("skipping: not root, cannot set up a loop device\n");
 		skip();
 	}
+	if (kt_no_loop()) {
+		print_message("skipping: KAIO_TEST_NO_LOOP is set (no loop devices)\n");
+		skip();
+	}
 	const char *img = kt_path("loop4k.img");
 	int ifd = open(img, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	assert_true(ifd >= 0);
