@@ -1198,20 +1198,18 @@ int Context::wake()
 // readable and poll(2) on it would return at once, again and again: a
 // spin for as long as the owner keeps the ring (microseconds, or a whole
 // timeslice if it is preempted there).  So give it the CPU first, then
-// sleep in short, growing steps (20 us to 1 ms, within the caller's
-// timeout) on the wake eventfd only: kaio_ctx_wake still ends the wait at
-// once.  Returns as poll(2) does.
-int Context::wait_for_ring(struct pollfd *wake, unsigned busy_rounds, int remaining_ms)
+// sleep in short, growing steps (20 us to 1 ms) on the wake eventfd only:
+// kaio_ctx_wake still ends the wait at once, and events queued for this
+// waiter are taken by the next look.  Returns as poll(2) does.
+int Context::wait_for_ring(struct pollfd *wake, unsigned busy_rounds)
 {
 	if (busy_rounds <= 2) {
 		sched_yield();
 		return 0;
 	}
 	long us = 20L << (busy_rounds - 3 < 6 ? busy_rounds - 3 : 6);
-	if (us > 1000)
+	if (us > 1000) // never past the caller's deadline: it is >= 1 ms away
 		us = 1000;
-	if (remaining_ms >= 0 && us > remaining_ms * 1000L)
-		us = remaining_ms * 1000L;
 	struct timespec ts = {0, us * 1000};
 	return ::ppoll(wake, 1, &ts, nullptr);
 }
@@ -1261,7 +1259,7 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 		if (queued_for_us)
 			; // take them at once
 		else if (busy_rounds > 0)
-			pr = wait_for_ring(&pfd[1], busy_rounds, remaining);
+			pr = wait_for_ring(&pfd[1], busy_rounds);
 		else
 			pr = ::poll(pfd, 2, remaining);
 		if (pr > 0 && (pfd[1].revents & POLLIN) &&

@@ -153,7 +153,7 @@ private:
 	void register_waiter(Waiter *w);
 	void unregister_waiter(Waiter *w);
 	int settle_stale_wake(int remaining_ms);
-	int wait_for_ring(struct pollfd *wake, unsigned busy_rounds, int remaining_ms);
+	int wait_for_ring(struct pollfd *wake, unsigned busy_rounds);
 	void drain_wakefd(uint64_t gen);
 	void signal_blocked_waiters();
 
