@@ -25,11 +25,12 @@ import ctypes as _ctypes
 
 from ._lib import lib as _clib, LibraryNotFound
 from ._buffer import Buffer
-from ._context import Context
+from ._context import Context, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT, RWF_APPEND
 from . import _errors
 
 __all__ = ["Context", "Buffer", "version", "fd_alignment", "strerror", "Alignment",
-           "LibraryNotFound", "library_path"]
+           "LibraryNotFound", "library_path", "RWF_DSYNC", "RWF_SYNC", "RWF_NOWAIT",
+           "RWF_APPEND"]
 
 __version__ = "1.0.0"
 

@@ -35,7 +35,7 @@ from ._buffer import Buffer, resolve
 from ._errors import call_error, closed_error, completion_error, invalid
 from ._lib import lib, EVENT, EVENT_SIZE
 
-__all__ = ["Context"]
+__all__ = ["Context", "RWF_DSYNC", "RWF_SYNC", "RWF_NOWAIT", "RWF_APPEND"]
 
 _read = lib.kaio_read
 _write = lib.kaio_write
@@ -55,6 +55,12 @@ _ArgumentError = ctypes.ArgumentError
 CTX_ALLOW_BUFFERED = 0x1
 CTX_SINGLE_THREAD = 0x2
 SYNC_DATA, SYNC_FULL = 1, 2
+# Per-operation flags (the flags= of read, write, read_async, write_async):
+# the kernel's RWF_* values, KAIO_RWF_* in kaio.h (see kaio_submit(3)).
+RWF_DSYNC = 0x02   # this write is durable when it completes (as with O_DSYNC)
+RWF_SYNC = 0x04    # ... as with O_SYNC
+RWF_NOWAIT = 0x08  # never block: an operation that would wait fails with EAGAIN
+RWF_APPEND = 0x10  # write at the end of the file; the offset is ignored
 OP_READ, OP_WRITE, OP_FSYNC, OP_FDATASYNC = 1, 2, 5, 6
 # struct kaio_op: u32 op; i32 fd; u64 offset, buf_offset, len, user_data;
 # ptr buf, vec, cb; u32 nvec, rw_flags, ioprio, reserved32; u64 reserved[2]
@@ -127,6 +133,22 @@ def _offset(offset):
     if offset < 0:
         raise invalid("offset %d is negative" % offset)
     return offset
+
+
+def _rw_flags(flags):
+    flags = operator.index(flags)
+    if not 0 <= flags <= 0xFFFFFFFF:
+        raise invalid("flags %d is outside 0..0xffffffff (RWF_* bits)" % flags)
+    return flags
+
+
+def _submit_rw(ctx, op, fd, offset, handle, boff, n, flags, cb, key):
+    """One read or write with rw_flags, through kaio_submit (kaio_read and
+    kaio_write take none); 0 or -errno, as they return."""
+    ob = ctypes.create_string_buffer(_OP_SIZE)
+    _pack_op(ob, 0, op, fd, offset, boff, n, key, handle, 0, 0, 0, flags, 0, 0)
+    rc = _submit(ctx, ctypes.addressof(ob), 1)
+    return 0 if rc == 1 else rc
 
 
 class Context:
@@ -240,15 +262,17 @@ class Context:
 
     # ---- blocking I/O ------------------------------------------------------
 
-    def read(self, fd, buf, offset, length=None):
+    def read(self, fd, buf, offset, length=None, flags=0):
         """Read into buf from fd at offset; blocks; returns the bytes read
-        (fewer at end of file, 0 past it).  length=None: all of buf."""
-        return self._rw_sync(_read, fd, buf, offset, length)
+        (fewer at end of file, 0 past it).  length=None: all of buf.
+        flags: 0 or RWF_NOWAIT."""
+        return self._rw_sync(OP_READ, fd, buf, offset, length, flags)
 
-    def write(self, fd, buf, offset, length=None):
+    def write(self, fd, buf, offset, length=None, flags=0):
         """Write buf (its first length bytes) to fd at offset; blocks;
-        returns the bytes written."""
-        return self._rw_sync(_write, fd, buf, offset, length)
+        returns the bytes written.  flags: 0 or RWF_DSYNC, RWF_SYNC,
+        RWF_NOWAIT, RWF_APPEND (or'ed)."""
+        return self._rw_sync(OP_WRITE, fd, buf, offset, length, flags)
 
     def fsync(self, fd):
         """fsync(fd) through kernel AIO; blocks; returns None."""
@@ -258,14 +282,20 @@ class Context:
         """fdatasync(fd) through kernel AIO; blocks; returns None."""
         self._sync_sync(fd, SYNC_DATA)
 
-    def _rw_sync(self, fn, fd, buf, offset, length):
+    def _rw_sync(self, op, fd, buf, offset, length, flags):
         fd = _fileno(fd)
         offset = _offset(offset)
+        if flags:
+            flags = _rw_flags(flags)
         self._enter()
         try:
             handle, boff, n, wrapped = resolve(buf, length)
             try:
-                w = self._submit_sync(fn, (fd, offset, handle, boff, n))
+                if flags:
+                    w = self._submit_sync(_submit_rw, (op, fd, offset, handle, boff, n, flags))
+                else:
+                    w = self._submit_sync(_read if op == OP_READ else _write,
+                                          (fd, offset, handle, boff, n))
             finally:
                 if wrapped:
                     _unref(handle)
@@ -392,21 +422,22 @@ class Context:
 
     # ---- asyncio -------------------------------------------------------------
 
-    async def read_async(self, fd, buf, offset, length=None):
+    async def read_async(self, fd, buf, offset, length=None, flags=0):
         """Coroutine: read into buf from fd at offset; returns the bytes read.
+        flags: as for read().
 
         Cancelling it does not cancel an I/O already submitted: the kernel
         still fills buf, which stays alive (a wrapped object through the
         library's reference) until it is done."""
-        return await self._queue_rw(OP_READ, fd, buf, offset, length)
+        return await self._queue_rw(OP_READ, fd, buf, offset, length, flags)
 
-    async def write_async(self, fd, buf, offset, length=None):
+    async def write_async(self, fd, buf, offset, length=None, flags=0):
         """Coroutine: write buf to fd at offset; returns the bytes written.
-        A cancelled write that was already submitted still writes (as
-        os.write in a thread would)."""
-        return await self._queue_rw(OP_WRITE, fd, buf, offset, length)
+        flags: as for write().  A cancelled write that was already
+        submitted still writes (as os.write in a thread would)."""
+        return await self._queue_rw(OP_WRITE, fd, buf, offset, length, flags)
 
-    def _queue_rw(self, op, fd, buf, offset, length):
+    def _queue_rw(self, op, fd, buf, offset, length, flags=0):
         """Queues a read or write for the next flush; returns its future."""
         loop = _get_running_loop()
         if loop is not self._loop or self._closing:
@@ -415,13 +446,15 @@ class Context:
             fd = _fileno(fd)
         if offset.__class__ is not int or offset < 0:
             offset = _offset(offset)
+        if flags:
+            flags = _rw_flags(flags)
         fut = _Future(loop=loop)
         if length is None and isinstance(buf, Buffer):
-            self._sq.append((fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None, buf))
+            self._sq.append((fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None, buf, flags))
         else:
             handle, boff, n, wrapped = resolve(buf, length)
             self._sq.append((fut, op, fd, offset, handle, boff, n,
-                             handle if wrapped else None, buf))
+                             handle if wrapped else None, buf, flags))
         if len(self._sq) >= _SUBMIT_EARLY and len(self._pending) < self._capacity:
             self._flush()
         elif not self._flush_soon:
@@ -442,7 +475,7 @@ class Context:
         if loop is not self._loop or self._closing:
             self._attach(loop)
         fut = _Future(loop=loop)
-        self._sq.append((fut, op, _fileno(fd), 0, 0, 0, 0, None, None))
+        self._sq.append((fut, op, _fileno(fd), 0, 0, 0, 0, None, None, 0))
         if not self._flush_soon:
             self._flush_soon = True
             loop.call_soon(self._flush)
@@ -472,7 +505,7 @@ class Context:
                 # op, fd, offset, buf_offset, len, user_data, buf, vec, cb, nvec, rw_flags,
                 # ioprio, reserved32
                 _pack_op(opbuf, len(batch) * _OP_SIZE, ent[1], ent[2], ent[3], ent[5], ent[6],
-                         key, ent[4], 0, 0, 0, 0, 0, 0)
+                         key, ent[4], 0, 0, 0, ent[9], 0, 0)
                 batch.append((key, ent))
             n = len(batch)
             done = 0

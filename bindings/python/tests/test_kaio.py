@@ -266,6 +266,41 @@ class TestBlocking(KaioTest):
             self.assertEqual(ctx.read(f, buf, 0), BS)
             self.assertEqual(bytes(buf), pattern(0))
 
+    def test_rw_flags(self):
+        fd = self.make_file("f", blocks=2)
+        ctx = self.context(capacity=1)  # one slot: flags must not stick to it
+        buf = kaio.Buffer(BS)
+        buf[:] = pattern(5)
+        self.assertEqual(ctx.write(fd, buf, 0, flags=kaio.RWF_DSYNC), BS)
+        self.assertEqual(ctx.write(fd, buf, BS, flags=kaio.RWF_SYNC | kaio.RWF_DSYNC), BS)
+        self.assertEqual(ctx.write(fd, buf, 0, flags=kaio.RWF_APPEND), BS)  # offset ignored
+        self.assertEqual(os.fstat(fd).st_size, 3 * BS)
+        buf[:] = pattern(6)
+        self.assertEqual(ctx.write(fd, buf, 0), BS)  # at 0 again: not appended
+        self.assertEqual(os.fstat(fd).st_size, 3 * BS)
+        back = kaio.Buffer(3 * BS)
+        self.assertEqual(ctx.read(fd, back, 0), 3 * BS)
+        self.assertEqual(bytes(back), pattern(6) + pattern(5) + pattern(5))
+        try:  # the kernel may decline to wait (EAGAIN) or the file the flag
+            n = ctx.read(fd, back, 0, flags=kaio.RWF_NOWAIT)
+        except OSError as e:
+            self.assertIn(e.errno, (errno.EAGAIN, errno.EOPNOTSUPP), e)
+        else:
+            self.assertEqual(n, 3 * BS)
+        with self.assertRaises(OSError) as cm:
+            ctx.read(fd, back, 0, flags=kaio.RWF_APPEND)
+        self.assertRefused(cm, errno.EINVAL, "KAIO_RWF_APPEND", "writes")
+        with self.assertRaises(OSError) as cm:
+            ctx.write(fd, buf, 0, flags=1 << 20)
+        self.assertRefused(cm, errno.EINVAL, "unknown rw_flags")
+        with self.assertRaises(OSError) as cm:
+            ctx.write(fd, buf, 0, flags=-1)
+        self.assertRefused(cm, errno.EINVAL, "flags -1")
+        with self.assertRaises(TypeError):
+            ctx.read(fd, buf, 0, flags=1.5)
+        self.assertEqual(os.fstat(fd).st_size, 3 * BS)  # refusals wrote nothing
+        self.assertEqual(ctx.inflight, 0)
+
     def test_threads_share_a_context_at_capacity(self):
         fd = self.make_file("f", blocks=64)
         ctx = self.context(capacity=3)
@@ -334,6 +369,35 @@ class TestAsync(KaioTest):
 
         self.run_async(main())
         self.assertEqual(kaio._buffer.pinned_count(), 0)
+
+    def test_rw_flags_async(self):
+        fd = self.make_file("f", blocks=1)
+        ctx = self.context(capacity=2)
+
+        async def main():
+            buf = kaio.Buffer(BS)
+            buf[:] = pattern(7)
+            n = await asyncio.gather(
+                ctx.write_async(fd, buf, 0, flags=kaio.RWF_DSYNC),
+                ctx.write_async(fd, buf, 0, flags=kaio.RWF_APPEND),
+                ctx.read_async(fd, buf, 0, flags=kaio.RWF_APPEND),
+                ctx.write_async(fd, buf, 0, flags=1 << 20),
+                return_exceptions=True)
+            self.assertEqual(n[:2], [BS, BS])
+            for e, words in ((n[2], ("KAIO_RWF_APPEND", "writes")), (n[3], ("unknown rw_flags",))):
+                self.assertIsInstance(e, OSError)
+                self.assertEqual(e.errno, errno.EINVAL, e)
+                for w in words:
+                    self.assertIn(w, str(e))
+            with self.assertRaises(OSError) as cm:
+                await ctx.read_async(fd, buf, 0, flags=-2)
+            self.assertRefused(cm, errno.EINVAL, "flags -2")
+            back = kaio.Buffer(2 * BS)
+            self.assertEqual(await ctx.read_async(fd, back, 0), 2 * BS)
+            self.assertEqual(bytes(back), pattern(7) * 2)
+
+        self.run_async(main())
+        self.assertEqual(os.fstat(fd).st_size, 2 * BS)
 
     def test_ten_thousand_concurrent_reads_capacity_32(self):
         blocks = 256
