@@ -55,6 +55,28 @@ var (
 
 const msgLen = int(C.KAIO_GO_MSG_LEN)
 
+// Per-operation flags for ReadAtFlags and WriteAtFlags: the kernel's RWF_*
+// values (KAIO_RWF_* in kaio.h; see kaio_submit(3)), named as in
+// golang.org/x/sys/unix.
+const (
+	RWF_DSYNC  = 0x02 // this write is durable when it completes, as with O_DSYNC
+	RWF_SYNC   = 0x04 // this write is durable when it completes, as with O_SYNC
+	RWF_NOWAIT = 0x08 // do not block: an operation that would wait fails with EAGAIN
+	RWF_APPEND = 0x10 // write at the end of the file; the offset is ignored
+)
+
+// Compile-time checks that the flags are the header's.
+var (
+	_ [RWF_DSYNC - C.KAIO_RWF_DSYNC]struct{}
+	_ [C.KAIO_RWF_DSYNC - RWF_DSYNC]struct{}
+	_ [RWF_SYNC - C.KAIO_RWF_SYNC]struct{}
+	_ [C.KAIO_RWF_SYNC - RWF_SYNC]struct{}
+	_ [RWF_NOWAIT - C.KAIO_RWF_NOWAIT]struct{}
+	_ [C.KAIO_RWF_NOWAIT - RWF_NOWAIT]struct{}
+	_ [RWF_APPEND - C.KAIO_RWF_APPEND]struct{}
+	_ [C.KAIO_RWF_APPEND - RWF_APPEND]struct{}
+)
+
 // maxEvents bounds the events copied by one kaio_poll of the reaper.
 const maxEvents = 256
 
@@ -448,9 +470,12 @@ var opNames = [...]string{"read", "write", "fsync", "fdatasync"}
 // in arrival order, so the library's queue is never found full. A slot
 // goes back only after its completion was delivered, when the library no
 // longer counts it.
-func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off int64) (int64, error) {
+func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off int64, flags int) (int64, error) {
 	if off < 0 {
 		return 0, newError(name, syscall.EINVAL, fmt.Sprintf("offset %d is negative", off))
+	}
+	if flags < 0 || uint64(flags) > math.MaxUint32 {
+		return 0, newError(name, syscall.EINVAL, fmt.Sprintf("flags %#x is outside 32 bits (RWF_* bits)", flags))
 	}
 	if !c.gate.enter() {
 		return 0, errShutdown(name)
@@ -469,12 +494,13 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off 
 		o.offset = C.uint64_t(off)
 		o.buf_offset = C.uint64_t(bufOff)
 		o.len = C.uint64_t(n)
+		o.rw_flags = C.uint32_t(flags)
 	case opFsync, opFdatasync:
 		o.op = C.KAIO_OP_FSYNC
 		if op == opFdatasync {
 			o.op = C.KAIO_OP_FDATASYNC
 		}
-		o.offset, o.buf_offset, o.len, o.buf = 0, 0, 0, nil
+		o.offset, o.buf_offset, o.len, o.buf, o.rw_flags = 0, 0, 0, nil, C.uint32_t(flags)
 	}
 	for backoff := time.Duration(0); ; {
 		if b != nil {
@@ -503,6 +529,10 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off 
 		c.free <- idx
 		if res < 0 {
 			errno := syscall.Errno(-res)
+			if errno == syscall.EAGAIN && flags&RWF_NOWAIT != 0 {
+				return 0, newError(name, errno, fmt.Sprintf("the %s of %d bytes at offset %d on fd %d would have blocked (RWF_NOWAIT)",
+					opNames[op], n, off, fd))
+			}
 			if op == opRead || op == opWrite {
 				return 0, newError(name, errno, fmt.Sprintf("the kernel failed the %s of %d bytes at offset %d on fd %d: %s",
 					opNames[op], n, off, fd, errno.Error()))
@@ -523,7 +553,19 @@ func (c *Context) ReadAt(fd int, buf *Buffer, off int64) (int, error) {
 	if buf == nil {
 		return 0, newError("ReadAt", syscall.EINVAL, "the buffer is nil")
 	}
-	n, err := c.do(opRead, "ReadAt", fd, buf, 0, buf.n, off)
+	n, err := c.do(opRead, "ReadAt", fd, buf, 0, buf.n, off, 0)
+	return int(n), err
+}
+
+// ReadAtFlags is ReadAt with per-operation flags: 0 or RWF_NOWAIT (an
+// operation that would block fails with an error wrapping EAGAIN; a file
+// that cannot honour it, with EOPNOTSUPP). Other bits are refused with
+// EINVAL and the library's explanation.
+func (c *Context) ReadAtFlags(fd int, buf *Buffer, off int64, flags int) (int, error) {
+	if buf == nil {
+		return 0, newError("ReadAtFlags", syscall.EINVAL, "the buffer is nil")
+	}
+	n, err := c.do(opRead, "ReadAtFlags", fd, buf, 0, buf.n, off, flags)
 	return int(n), err
 }
 
@@ -533,20 +575,33 @@ func (c *Context) WriteAt(fd int, buf *Buffer, off int64) (int, error) {
 	if buf == nil {
 		return 0, newError("WriteAt", syscall.EINVAL, "the buffer is nil")
 	}
-	n, err := c.do(opWrite, "WriteAt", fd, buf, 0, buf.n, off)
+	n, err := c.do(opWrite, "WriteAt", fd, buf, 0, buf.n, off, 0)
+	return int(n), err
+}
+
+// WriteAtFlags is WriteAt with per-operation flags, an OR of RWF_DSYNC or
+// RWF_SYNC (the write is durable when it returns, without a separate
+// Fdatasync), RWF_NOWAIT and RWF_APPEND (write at the end of the file; off
+// is ignored, but must not be negative). Unknown bits are refused with
+// EINVAL and the library's explanation.
+func (c *Context) WriteAtFlags(fd int, buf *Buffer, off int64, flags int) (int, error) {
+	if buf == nil {
+		return 0, newError("WriteAtFlags", syscall.EINVAL, "the buffer is nil")
+	}
+	n, err := c.do(opWrite, "WriteAtFlags", fd, buf, 0, buf.n, off, flags)
 	return int(n), err
 }
 
 // Fsync makes fd's data and metadata durable (an asynchronous fsync in the
 // kernel; only the calling goroutine waits).
 func (c *Context) Fsync(fd int) error {
-	_, err := c.do(opFsync, "Fsync", fd, nil, 0, 0, 0)
+	_, err := c.do(opFsync, "Fsync", fd, nil, 0, 0, 0, 0)
 	return err
 }
 
 // Fdatasync makes fd's data durable, like fdatasync(2).
 func (c *Context) Fdatasync(fd int) error {
-	_, err := c.do(opFdatasync, "Fdatasync", fd, nil, 0, 0, 0)
+	_, err := c.do(opFdatasync, "Fdatasync", fd, nil, 0, 0, 0, 0)
 	return err
 }
 

@@ -263,6 +263,76 @@ func TestReadWriteFsync(t *testing.T) {
 	}
 }
 
+func TestRWFlags(t *testing.T) {
+	ctx := newCtx(t, 1) // one slot: flags must not stick to it
+	fd := openDirect(t, tempPath(t), syscall.O_CREAT|syscall.O_RDWR)
+	b := newBuf(t, 4096)
+	size := func() int64 {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Size
+	}
+	copy(b.Bytes(), pattern(0, 4096))
+	if n, err := ctx.WriteAtFlags(fd, b, 0, RWF_DSYNC); err != nil || n != 4096 {
+		t.Fatalf("WriteAtFlags(RWF_DSYNC): %d, %v", n, err)
+	}
+	if n, err := ctx.WriteAtFlags(fd, b, 4096, RWF_SYNC|RWF_DSYNC); err != nil || n != 4096 {
+		t.Fatalf("WriteAtFlags(RWF_SYNC|RWF_DSYNC): %d, %v", n, err)
+	}
+	copy(b.Bytes(), pattern(8192, 4096))
+	if n, err := ctx.WriteAtFlags(fd, b, 0, RWF_APPEND); err != nil || n != 4096 { // off ignored
+		t.Fatalf("WriteAtFlags(RWF_APPEND): %d, %v", n, err)
+	}
+	if s := size(); s != 3*4096 {
+		t.Fatalf("size %d after an appending write, want %d", s, 3*4096)
+	}
+	copy(b.Bytes(), pattern(0, 4096))
+	if n, err := ctx.WriteAt(fd, b, 0); err != nil || n != 4096 { // at 0 again: not appended
+		t.Fatalf("WriteAt after RWF_APPEND: %d, %v", n, err)
+	}
+	if s := size(); s != 3*4096 {
+		t.Fatalf("size %d: a plain WriteAt after RWF_APPEND appended", s)
+	}
+	r := newBuf(t, 3*4096)
+	if n, err := ctx.ReadAt(fd, r, 0); err != nil || n != 3*4096 {
+		t.Fatalf("ReadAt: %d, %v", n, err)
+	}
+	want := append(pattern(0, 4096), pattern(0, 4096)...)
+	want = append(want, pattern(8192, 4096)...)
+	if !bytes.Equal(r.Bytes(), want) {
+		t.Fatal("data differs")
+	}
+	// RWF_NOWAIT: done, or declined (EAGAIN), or not supported by the file.
+	n, err := ctx.ReadAtFlags(fd, r, 0, RWF_NOWAIT)
+	if err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Fatalf("ReadAtFlags(RWF_NOWAIT): %v", err)
+	}
+	if err == nil && n != 3*4096 {
+		t.Fatalf("ReadAtFlags(RWF_NOWAIT): %d bytes", n)
+	}
+
+	_, err = ctx.ReadAtFlags(fd, r, 0, RWF_APPEND)
+	wantErr(t, err, "ReadAtFlags", syscall.EINVAL, "KAIO_RWF_APPEND", "writes")
+	_, err = ctx.WriteAtFlags(fd, b, 0, 1<<20)
+	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "unknown rw_flags")
+	_, err = ctx.WriteAtFlags(fd, b, 0, -1)
+	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "32 bits")
+	_, err = ctx.WriteAtFlags(fd, b, 0, 1<<33)
+	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "32 bits")
+	_, err = ctx.WriteAtFlags(fd, nil, 0, 0)
+	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "nil")
+	_, err = ctx.ReadAtFlags(fd, nil, 0, 0)
+	wantErr(t, err, "ReadAtFlags", syscall.EINVAL, "nil")
+	if s := size(); s != 3*4096 {
+		t.Fatalf("size %d: a refused write changed the file", s)
+	}
+	if n := ctx.Inflight(); n != 0 {
+		t.Fatalf("Inflight() = %d after refusals", n)
+	}
+}
+
 func TestShortReadAtEOF(t *testing.T) {
 	ctx := newCtx(t, 4)
 	fd := openDirect(t, patternFile(t, 4096+100), syscall.O_RDONLY)
