@@ -319,8 +319,10 @@ func TestRWFlags(t *testing.T) {
 	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "unknown rw_flags")
 	_, err = ctx.WriteAtFlags(fd, b, 0, -1)
 	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "32 bits")
-	_, err = ctx.WriteAtFlags(fd, b, 0, 1<<33)
-	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "32 bits")
+	if big := int64(1) << 33; int64(int(big)) == big { // 64-bit int only
+		_, err = ctx.WriteAtFlags(fd, b, 0, int(big))
+		wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "32 bits")
+	}
 	_, err = ctx.WriteAtFlags(fd, nil, 0, 0)
 	wantErr(t, err, "WriteAtFlags", syscall.EINVAL, "nil")
 	_, err = ctx.ReadAtFlags(fd, nil, 0, 0)
@@ -504,18 +506,23 @@ func TestCapacityWaitIsFIFO(t *testing.T) {
 	// Hold the only slot by hand while goroutines queue up one by one.
 	idx := <-ctx.free
 	const waiters = 8
-	order := make(chan int, waiters)
-	fd := openDirect(t, patternFile(t, 4096), syscall.O_RDONLY)
+	// Each goroutine appends a block of its own number: with one slot the
+	// appends run one after another, so the file records the order in
+	// which the goroutines were served (what they did after their call
+	// returned would not: a goroutine served later may return first).
+	fd := openDirect(t, tempPath(t), syscall.O_CREAT|syscall.O_RDWR)
 	var wg sync.WaitGroup
 	for i := 0; i < waiters; i++ {
 		b := newBuf(t, 4096)
+		for j := range b.Bytes() {
+			b.Bytes()[j] = byte(i)
+		}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			if _, err := ctx.ReadAt(fd, b, 0); err != nil {
+			if _, err := ctx.WriteAtFlags(fd, b, 0, RWF_APPEND); err != nil {
 				t.Error(err)
 			}
-			order <- i
 		}(i)
 		// Wait until goroutine i is parked on the queue before starting i+1.
 		deadline := time.Now().Add(5 * time.Second)
@@ -528,13 +535,14 @@ func TestCapacityWaitIsFIFO(t *testing.T) {
 	}
 	ctx.free <- idx
 	wg.Wait()
-	close(order)
-	want := 0
-	for got := range order {
-		if got != want {
-			t.Fatalf("goroutine %d was served at position %d", got, want)
+	r := newBuf(t, waiters*4096)
+	if n, err := ctx.ReadAt(fd, r, 0); err != nil || n != waiters*4096 {
+		t.Fatalf("ReadAt: %d, %v", n, err)
+	}
+	for pos := 0; pos < waiters; pos++ {
+		if got := int(r.Bytes()[pos*4096]); got != pos {
+			t.Fatalf("goroutine %d was served at position %d", got, pos)
 		}
-		want++
 	}
 }
 
