@@ -197,4 +197,6 @@ def _length(length):
     length = operator.index(length)
     if length < 0:
         raise invalid("kaio: length %d is negative" % length)
+    if length > 0x7FFFFFFFFFFFFFFF:  # ctypes would pass it modulo 2**64
+        raise invalid("kaio: length %d is larger than any buffer" % length)
     return length

@@ -114,30 +114,42 @@ class _Waiter:
         return res if self.op <= 4 else None
 
 
+# ctypes converts a Python int to a C integer silently modulo its width:
+# fd 2**32 + 1 would reach the library as 1, offset 2**64 as 0.  So what
+# does not fit is refused here (negative fds are the library's to refuse).
+_FD_MIN, _FD_MAX = -0x80000000, 0x7FFFFFFF
+_OFF_MAX = 0x7FFFFFFFFFFFFFFF  # INT64_MAX, the library's limit for offsets
+_FLAGS_MAX = 0xFFFFFFFF
+
+
 def _fileno(fd):
-    if fd.__class__ is int:
-        return fd
-    try:
-        return operator.index(fd)
-    except TypeError:
-        pass
-    fileno = getattr(fd, "fileno", None)
-    if fileno is None:
-        raise TypeError("fd must be an int or have a fileno() method, not %s"
-                        % type(fd).__name__)
-    return fileno()
+    if fd.__class__ is not int:
+        try:
+            fd = operator.index(fd)
+        except TypeError:
+            fileno = getattr(fd, "fileno", None)
+            if fileno is None:
+                raise TypeError("fd must be an int or have a fileno() method, not %s"
+                                % type(fd).__name__) from None
+            fd = operator.index(fileno())
+    if not _FD_MIN <= fd <= _FD_MAX:
+        raise OSError(errno.EBADF, "fd %d is not a file descriptor (outside the range of a "
+                                   "C int)" % fd)
+    return fd
 
 
 def _offset(offset):
     offset = operator.index(offset)
     if offset < 0:
         raise invalid("offset %d is negative" % offset)
+    if offset > _OFF_MAX:
+        raise invalid("offset %d is above INT64_MAX" % offset)
     return offset
 
 
 def _rw_flags(flags):
     flags = operator.index(flags)
-    if not 0 <= flags <= 0xFFFFFFFF:
+    if not 0 <= flags <= _FLAGS_MAX:
         raise invalid("flags %d is outside 0..0xffffffff (RWF_* bits)" % flags)
     return flags
 
@@ -285,8 +297,7 @@ class Context:
     def _rw_sync(self, op, fd, buf, offset, length, flags):
         fd = _fileno(fd)
         offset = _offset(offset)
-        if flags:
-            flags = _rw_flags(flags)
+        flags = _rw_flags(flags)
         self._enter()
         try:
             handle, boff, n, wrapped = resolve(buf, length)
@@ -442,11 +453,11 @@ class Context:
         loop = _get_running_loop()
         if loop is not self._loop or self._closing:
             self._attach(loop)
-        if fd.__class__ is not int:
+        if fd.__class__ is not int or not _FD_MIN <= fd <= _FD_MAX:
             fd = _fileno(fd)
-        if offset.__class__ is not int or offset < 0:
+        if offset.__class__ is not int or not 0 <= offset <= _OFF_MAX:
             offset = _offset(offset)
-        if flags:
+        if flags.__class__ is not int or not 0 <= flags <= _FLAGS_MAX:
             flags = _rw_flags(flags)
         fut = _Future(loop=loop)
         if length is None and isinstance(buf, Buffer):

@@ -685,6 +685,50 @@ class TestErrors(KaioTest):
             ctx.write(ro, buf, 0)
         self.assertRefused(cm, errno.EBADF, "writing")
 
+    def test_out_of_range_integers_change_nothing(self):
+        # ctypes passes a Python int modulo the C type's width: fd 2**32 + fd
+        # would reach the library as fd, offset 2**64 as 0, length 2**64 +
+        # BS as BS.  Each is refused before the call, and the file is intact.
+        fd = self.make_file("f", blocks=1)
+        ctx = self.context()
+        buf = kaio.Buffer(BS)
+        buf[:] = pattern(9)
+        cases = [
+            ((fd + 2**32, buf, 0), {}, errno.EBADF, "C int"),
+            ((-2**31 - 1, buf, 0), {}, errno.EBADF, "C int"),
+            ((fd, buf, 2**64), {}, errno.EINVAL, "INT64_MAX"),
+            ((fd, buf, 2**63), {"flags": kaio.RWF_DSYNC}, errno.EINVAL, "INT64_MAX"),
+            ((fd, buf, 0), {"length": 2**64 + BS}, errno.EINVAL, "length"),
+            ((fd, buf, 0), {"flags": 2**32 + kaio.RWF_DSYNC}, errno.EINVAL, "flags"),
+        ]
+        for args, kw, err, word in cases:
+            with self.assertRaises(OSError, msg=(args, kw)) as cm:
+                ctx.write(*args, **kw)
+            self.assertRefused(cm, err, word)
+
+            async def main():
+                with self.assertRaises(OSError, msg=(args, kw)) as cm:
+                    await ctx.write_async(*args, **kw)
+                self.assertRefused(cm, err, word)
+            self.run_async(main())
+        for bad in (None, 1.0, "8"):
+            with self.assertRaises(TypeError):
+                ctx.write(fd, buf, 0, flags=bad)
+
+            async def main():
+                with self.assertRaises(TypeError):
+                    await ctx.write_async(fd, buf, 0, flags=bad)
+            self.run_async(main())
+        with self.assertRaises(OSError) as cm:
+            ctx.fsync(2**32 + fd)
+        self.assertRefused(cm, errno.EBADF, "C int")
+        back = kaio.Buffer(BS)
+        self.assertEqual(ctx.read(fd, back, 0), BS)
+        self.assertEqual(bytes(back), pattern(0))
+        self.assertEqual(os.fstat(fd).st_size, BS)
+        self.assertEqual((ctx.inflight, ctx._pending), (0, {}))
+        self.assertEqual(kaio._buffer.pinned_count(), 0)
+
     def test_misaligned(self):
         fd = self.make_file("f", blocks=2)
         ctx = self.context()
