@@ -477,6 +477,9 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off 
 	if flags < 0 || uint64(flags) > math.MaxUint32 {
 		return 0, newError(name, syscall.EINVAL, fmt.Sprintf("flags %#x is outside 32 bits (RWF_* bits)", flags))
 	}
+	if err := checkFd(name, fd); err != nil {
+		return 0, err
+	}
 	if !c.gate.enter() {
 		return 0, errShutdown(name)
 	}
@@ -605,10 +608,23 @@ func (c *Context) Fdatasync(fd int) error {
 	return err
 }
 
+// checkFd refuses an fd that a C int cannot hold (a conversion would pass
+// it modulo 2^32: another descriptor). Negative ones are the library's to
+// refuse, with its own sentence.
+func checkFd(op string, fd int) error {
+	if int64(fd) < math.MinInt32 || int64(fd) > math.MaxInt32 {
+		return newError(op, syscall.EBADF, fmt.Sprintf("fd %d is not a file descriptor (outside the range of a C int)", fd))
+	}
+	return nil
+}
+
 // FileAlignment reports the direct-I/O alignment libkaio enforces for fd:
 // of memory addresses, and of file offsets and lengths (0 when none is
 // known, or when fd lacks O_DIRECT).
 func FileAlignment(fd int) (memAlign, offsetAlign int, err error) {
+	if err := checkFd("FileAlignment", fd); err != nil {
+		return 0, 0, err
+	}
 	var m msgBuf
 	var ma, oa C.uint32_t
 	if rc := C.kaio_go_fd_alignment(C.int(fd), &ma, &oa, m.ptr()); rc < 0 {

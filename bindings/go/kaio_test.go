@@ -390,6 +390,16 @@ func TestErrors(t *testing.T) {
 	_, err = ctx.WriteAt(fd, b, 0) // read-only fd
 	wantErr(t, err, "WriteAt", syscall.EBADF)
 
+	// An fd a C int cannot hold is refused, not passed modulo 2^32 (which
+	// would be fd itself here).
+	if big := int64(fd) + 1<<32; int64(int(big)) == big { // 64-bit int only
+		_, err = ctx.ReadAt(int(big), b, 0)
+		wantErr(t, err, "ReadAt", syscall.EBADF, "C int")
+		wantErr(t, ctx.Fsync(int(big)), "Fsync", syscall.EBADF, "C int")
+		_, _, err = FileAlignment(int(big))
+		wantErr(t, err, "FileAlignment", syscall.EBADF, "C int")
+	}
+
 	_, err = ctx.ReadAt(fd, b, -4096)
 	wantErr(t, err, "ReadAt", syscall.EINVAL, "negative")
 	_, err = ctx.ReadAt(fd, nil, 0)
