@@ -48,6 +48,8 @@ class Buffer:
         length = operator.index(length)
         if length <= 0:
             raise invalid("kaio.Buffer: length %d; a buffer needs at least one byte" % length)
+        if length > 0x7FFFFFFFFFFFFFFF:  # ctypes would pass it modulo 2**64
+            raise invalid("kaio.Buffer: length %d is larger than any mapping" % length)
         out = ctypes.c_void_p()
         rc = _alloc(ctypes.byref(out), length, BUF_LOCKED if locked else 0)
         if rc < 0:

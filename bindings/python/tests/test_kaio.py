@@ -175,6 +175,9 @@ class TestBuffer(KaioTest):
             self.assertRefused(cm, errno.EINVAL, "length")
         with self.assertRaises(TypeError):
             kaio.Buffer(1.5)
+        with self.assertRaises(OSError) as cm:  # not 4096 bytes (modulo 2**64)
+            kaio.Buffer(2**64 + 4096)
+        self.assertRefused(cm, errno.EINVAL, "larger")
 
     def test_buffer_freed_after_last_view(self):
         buf = kaio.Buffer(BS)
