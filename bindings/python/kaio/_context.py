@@ -61,12 +61,15 @@ RWF_DSYNC = 0x02   # this write is durable when it completes (as with O_DSYNC)
 RWF_SYNC = 0x04    # ... as with O_SYNC
 RWF_NOWAIT = 0x08  # never block: an operation that would wait fails with EAGAIN
 RWF_APPEND = 0x10  # write at the end of the file; the offset is ignored
-OP_READ, OP_WRITE, OP_FSYNC, OP_FDATASYNC = 1, 2, 5, 6
+OP_READ, OP_WRITE, OP_READV, OP_WRITEV, OP_FSYNC, OP_FDATASYNC = 1, 2, 3, 4, 5, 6
 # struct kaio_op: u32 op; i32 fd; u64 offset, buf_offset, len, user_data;
 # ptr buf, vec, cb; u32 nvec, rw_flags, ioprio, reserved32; u64 reserved[2]
 _OP = struct.Struct("@IiQQQQPPPIIII16x")
 _OP_SIZE = _OP.size
 _pack_op = _OP.pack_into
+# struct kaio_vec: ptr buf; u64 offset, len
+_VEC = struct.Struct("@PQQ")
+_pack_vec = _VEC.pack_into
 _EAGAIN = -errno.EAGAIN
 _EINTR = -errno.EINTR
 _MAX_EVENTS = 256
@@ -154,13 +157,45 @@ def _rw_flags(flags):
     return flags
 
 
-def _submit_rw(ctx, op, fd, offset, handle, boff, n, flags, cb, key):
-    """One read or write with rw_flags, through kaio_submit (kaio_read and
-    kaio_write take none); 0 or -errno, as they return."""
+def _submit_rw(ctx, op, fd, offset, handle, boff, n, flags, vec, nvec, cb, key):
+    """One operation with rw_flags, or a vectored one, through kaio_submit
+    (kaio_read and kaio_write take no flags); 0 or -errno, as they return."""
     ob = ctypes.create_string_buffer(_OP_SIZE)
-    _pack_op(ob, 0, op, fd, offset, boff, n, key, handle, 0, 0, 0, flags, 0, 0)
+    _pack_op(ob, 0, op, fd, offset, boff, n, key, handle, vec, 0, nvec, flags, 0, 0)
     rc = _submit(ctx, ctypes.addressof(ob), 1)
     return 0 if rc == 1 else rc
+
+
+def _drop(wrapped):
+    """Drop the caller's reference to wrapped handles: None, one, or a list."""
+    if wrapped.__class__ is list:
+        for h in wrapped:
+            _unref(h)
+    elif wrapped is not None:
+        _unref(wrapped)
+
+
+def _resolve_vec(bufs):
+    """(vec, address, nvec, wrapped) for a vectored operation over bufs,
+    each used whole: vec is the struct kaio_vec array (keep it alive until
+    the operation is submitted), wrapped the list of handles to drop after
+    submission."""
+    if isinstance(bufs, (bytes, bytearray, memoryview)) or not hasattr(bufs, "__iter__"):
+        raise TypeError("bufs must be a sequence of buffers, not %s" % type(bufs).__name__)
+    bufs = list(bufs)
+    vec = ctypes.create_string_buffer(max(len(bufs), 1) * _VEC.size)
+    wrapped = []
+    try:
+        for i, b in enumerate(bufs):
+            handle, boff, n, w = resolve(b, None)
+            if w:
+                wrapped.append(handle)
+            _pack_vec(vec, i * _VEC.size, handle, boff, n)
+    except BaseException:
+        _drop(wrapped)
+        _released.clear()
+        raise
+    return vec, ctypes.addressof(vec), len(bufs), wrapped
 
 
 class Context:
@@ -286,6 +321,16 @@ class Context:
         RWF_NOWAIT, RWF_APPEND (or'ed)."""
         return self._rw_sync(OP_WRITE, fd, buf, offset, length, flags)
 
+    def readv(self, fd, bufs, offset, flags=0):
+        """Read from fd at offset into the buffers of bufs, in order, each
+        whole (one preadv-like operation); blocks; returns the bytes read."""
+        return self._rwv_sync(OP_READV, fd, bufs, offset, flags)
+
+    def writev(self, fd, bufs, offset, flags=0):
+        """Write the buffers of bufs, in order, to fd at offset (one
+        pwritev-like operation); blocks; returns the bytes written."""
+        return self._rwv_sync(OP_WRITEV, fd, bufs, offset, flags)
+
     def fsync(self, fd):
         """fsync(fd) through kernel AIO; blocks; returns None."""
         self._sync_sync(fd, SYNC_FULL)
@@ -303,13 +348,33 @@ class Context:
             handle, boff, n, wrapped = resolve(buf, length)
             try:
                 if flags:
-                    w = self._submit_sync(_submit_rw, (op, fd, offset, handle, boff, n, flags))
+                    w = self._submit_sync(_submit_rw, (op, fd, offset, handle, boff, n, flags,
+                                                       0, 0))
                 else:
                     w = self._submit_sync(_read if op == OP_READ else _write,
                                           (fd, offset, handle, boff, n))
             finally:
                 if wrapped:
                     _unref(handle)
+                    _released.clear()
+            self._reap_until(w)
+        finally:
+            self._leave()
+        return w.result()
+
+    def _rwv_sync(self, op, fd, bufs, offset, flags):
+        fd = _fileno(fd)
+        offset = _offset(offset)
+        flags = _rw_flags(flags)
+        self._enter()
+        try:
+            vec, addr, nvec, wrapped = _resolve_vec(bufs)
+            try:
+                w = self._submit_sync(_submit_rw, (op, fd, offset, 0, 0, 0, flags, addr, nvec))
+            finally:
+                del vec  # not retained by kaio_submit
+                if wrapped:
+                    _drop(wrapped)
                     _released.clear()
             self._reap_until(w)
         finally:
@@ -448,6 +513,35 @@ class Context:
         submitted still writes (as os.write in a thread would)."""
         return await self._queue_rw(OP_WRITE, fd, buf, offset, length, flags)
 
+    async def readv_async(self, fd, bufs, offset, flags=0):
+        """Coroutine: readv(); returns the bytes read.  Cancelling it does
+        not cancel an I/O already submitted (see read_async)."""
+        return await self._queue_rwv(OP_READV, fd, bufs, offset, flags)
+
+    async def writev_async(self, fd, bufs, offset, flags=0):
+        """Coroutine: writev(); returns the bytes written."""
+        return await self._queue_rwv(OP_WRITEV, fd, bufs, offset, flags)
+
+    def _queue_rwv(self, op, fd, bufs, offset, flags):
+        """Queues a vectored read or write for the next flush."""
+        loop = _get_running_loop()
+        if loop is not self._loop or self._closing:
+            self._attach(loop)
+        fd = _fileno(fd)
+        offset = _offset(offset)
+        flags = _rw_flags(flags)
+        fut = _Future(loop=loop)
+        vec, addr, nvec, wrapped = _resolve_vec(bufs)
+        # The vec array and the buffers stay referenced by the entry (slot
+        # 8) until it leaves the queue; the library holds its own references
+        # to the buffers from submission to completion.
+        self._sq.append((fut, op, fd, offset, 0, 0, 0, wrapped or None, (bufs, vec), flags,
+                         addr, nvec))
+        if not self._flush_soon:
+            self._flush_soon = True
+            loop.call_soon(self._flush)
+        return fut
+
     def _queue_rw(self, op, fd, buf, offset, length, flags=0):
         """Queues a read or write for the next flush; returns its future."""
         loop = _get_running_loop()
@@ -461,11 +555,12 @@ class Context:
             flags = _rw_flags(flags)
         fut = _Future(loop=loop)
         if length is None and isinstance(buf, Buffer):
-            self._sq.append((fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None, buf, flags))
+            self._sq.append((fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None, buf, flags,
+                             0, 0))
         else:
             handle, boff, n, wrapped = resolve(buf, length)
             self._sq.append((fut, op, fd, offset, handle, boff, n,
-                             handle if wrapped else None, buf, flags))
+                             handle if wrapped else None, buf, flags, 0, 0))
         if len(self._sq) >= _SUBMIT_EARLY and len(self._pending) < self._capacity:
             self._flush()
         elif not self._flush_soon:
@@ -486,7 +581,7 @@ class Context:
         if loop is not self._loop or self._closing:
             self._attach(loop)
         fut = _Future(loop=loop)
-        self._sq.append((fut, op, _fileno(fd), 0, 0, 0, 0, None, None, 0))
+        self._sq.append((fut, op, _fileno(fd), 0, 0, 0, 0, None, None, 0, 0, 0))
         if not self._flush_soon:
             self._flush_soon = True
             loop.call_soon(self._flush)
@@ -508,7 +603,7 @@ class Context:
                 ent = sq.popleft()
                 if ent[0].done():  # cancelled before it was submitted
                     if ent[7] is not None:
-                        _unref(ent[7])
+                        _drop(ent[7])
                         _released.clear()
                     continue
                 key = next(keys)
@@ -516,7 +611,7 @@ class Context:
                 # op, fd, offset, buf_offset, len, user_data, buf, vec, cb, nvec, rw_flags,
                 # ioprio, reserved32
                 _pack_op(opbuf, len(batch) * _OP_SIZE, ent[1], ent[2], ent[3], ent[5], ent[6],
-                         key, ent[4], 0, 0, 0, ent[9], 0, 0)
+                         key, ent[4], ent[10], 0, ent[11], ent[9], 0, 0)
                 batch.append((key, ent))
             n = len(batch)
             done = 0
@@ -525,7 +620,7 @@ class Context:
                 if rc > 0:
                     for key, ent in batch[done:done + rc]:
                         if ent[7] is not None:
-                            _unref(ent[7])  # the operation holds its own reference
+                            _drop(ent[7])  # the operation holds its own reference
                     done += rc
                     continue
                 if rc == 0 or rc == _EAGAIN:
@@ -540,7 +635,7 @@ class Context:
                 del pending[key]
                 err = call_error(rc)
                 if ent[7] is not None:
-                    _unref(ent[7])
+                    _drop(ent[7])
                     _released.clear()
                 ent[0].set_exception(err)
                 done += 1
@@ -577,7 +672,7 @@ class Context:
         while sq:
             ent = sq.popleft()
             if ent[7] is not None:
-                _unref(ent[7])
+                _drop(ent[7])
             if exc is not None and not ent[0].done():
                 try:
                     ent[0].set_exception(OSError(exc.errno, exc.strerror))

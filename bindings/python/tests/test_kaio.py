@@ -304,6 +304,52 @@ class TestBlocking(KaioTest):
         self.assertEqual(os.fstat(fd).st_size, 3 * BS)  # refusals wrote nothing
         self.assertEqual(ctx.inflight, 0)
 
+    def test_readv_writev(self):
+        fd = self.make_file("f", blocks=1)
+        ctx = self.context()
+        a, b = kaio.Buffer(BS), kaio.Buffer(2 * BS)
+        a[:] = pattern(1)
+        b[:] = pattern(2) + pattern(3)
+        m = mmap.mmap(-1, BS)  # wrapped, not a kaio.Buffer
+        m[:] = pattern(4)
+        self.assertEqual(ctx.writev(fd, [a, b, m], BS), 4 * BS)
+        self.assertEqual(ctx.writev(fd, (memoryview(b)[BS:],), 5 * BS, flags=kaio.RWF_DSYNC), BS)
+        self.assertEqual(os.fstat(fd).st_size, 6 * BS)
+        x, y = kaio.Buffer(2 * BS), mmap.mmap(-1, 4 * BS)
+        self.assertEqual(ctx.readv(fd, [x, y], 0), 6 * BS)
+        self.assertEqual(bytes(x) + y[:], pattern(0) + pattern(1) + pattern(2) + pattern(3)
+                         + pattern(4) + pattern(3))
+        self.assertEqual(ctx.readv(fd, [x, y], 4 * BS), 2 * BS)  # short at end of file
+        self.assertEqual(bytes(x), pattern(4) + pattern(3))
+        self.assertEqual(kaio._buffer.pinned_count(), 0)
+        m.close()
+        y.close()
+
+    def test_readv_writev_refusals(self):
+        fd = self.make_file("f", blocks=2)
+        ctx = self.context()
+        a = kaio.Buffer(2 * BS)
+        for bad in (bytes(BS), a, 5, None):  # not a sequence of buffers
+            with self.assertRaises(TypeError):
+                ctx.readv(fd, bad, 0)
+        with self.assertRaises(TypeError):  # read-only element
+            ctx.readv(fd, [a, bytes(BS)], 0)
+        with self.assertRaises(OSError) as cm:
+            ctx.readv(fd, [], 0)
+        self.assertEqual(cm.exception.errno, errno.EINVAL)
+        with self.assertRaises(OSError) as cm:  # an element at a misaligned address
+            ctx.readv(fd, [memoryview(a)[:BS], memoryview(a)[1:BS + 1]], 0)
+        self.assertRefused(cm, errno.EINVAL, "align")
+        with self.assertRaises(OSError) as cm:
+            ctx.readv(fd, [a], 0, flags=kaio.RWF_APPEND)
+        self.assertRefused(cm, errno.EINVAL, "KAIO_RWF_APPEND")
+        m = mmap.mmap(-1, BS)
+        with self.assertRaises(OSError):  # refused after m was wrapped: m is let go
+            ctx.writev(fd, [m, memoryview(a)[1:BS + 1]], 0)
+        self.assertEqual(kaio._buffer.pinned_count(), 0)
+        m.close()
+        self.assertEqual((ctx.inflight, ctx._pending), (0, {}))
+
     def test_threads_share_a_context_at_capacity(self):
         fd = self.make_file("f", blocks=64)
         ctx = self.context(capacity=3)
@@ -401,6 +447,28 @@ class TestAsync(KaioTest):
 
         self.run_async(main())
         self.assertEqual(os.fstat(fd).st_size, 2 * BS)
+
+    def test_readv_writev_async(self):
+        fd = self.make_file("f", blocks=1)
+        ctx = self.context(capacity=2)
+
+        async def main():
+            a, b = kaio.Buffer(BS), mmap.mmap(-1, BS)
+            a[:] = pattern(5)
+            b[:] = pattern(6)
+            n = await asyncio.gather(*(ctx.writev_async(fd, [a, b], 2 * i * BS)
+                                       for i in range(4)))
+            self.assertEqual(n, [2 * BS] * 4)
+            x, y = kaio.Buffer(4 * BS), kaio.Buffer(4 * BS)
+            self.assertEqual(await ctx.readv_async(fd, [x, memoryview(y)], 0), 8 * BS)
+            self.assertEqual(bytes(x) + bytes(y), (pattern(5) + pattern(6)) * 4)
+            with self.assertRaises(OSError) as cm:
+                await ctx.writev_async(fd, [a, memoryview(x)[1:BS + 1]], 0)
+            self.assertRefused(cm, errno.EINVAL, "align")
+            b.close()
+
+        self.run_async(main())
+        self.assertEqual(kaio._buffer.pinned_count(), 0)
 
     def test_ten_thousand_concurrent_reads_capacity_32(self):
         blocks = 256
