@@ -167,7 +167,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		got64, err := f.ctx.do(opRead, "ReadAt", f.fd, b, 0, span, start, 0)
+		got64, err := f.ctx.do(opRead, "ReadAt", f.fd, b, nil, 0, span, start, 0)
 		if err != nil {
 			f.ctx.bounce.put(b)
 			return n, err
@@ -283,7 +283,7 @@ func (f *File) writeChunks(p []byte, off int64) (n int, reached int64, err error
 			}
 		}
 		copy(buf[head:tail], p[:k])
-		w, err := f.ctx.do(opWrite, "WriteAt", f.fd, b, 0, span, start, 0)
+		w, err := f.ctx.do(opWrite, "WriteAt", f.fd, b, nil, 0, span, start, 0)
 		f.ctx.bounce.put(b)
 		if err != nil {
 			return n, reached, err
@@ -313,7 +313,7 @@ func (f *File) writeChunks(p []byte, off int64) (n int, reached int64, err error
 // what lies past end of file.
 func (f *File) fillBlock(b *Buffer, at int, off int64) error {
 	al := int(f.align)
-	got, err := f.ctx.do(opRead, "WriteAt", f.fd, b, at, al, off, 0)
+	got, err := f.ctx.do(opRead, "WriteAt", f.fd, b, nil, at, al, off, 0)
 	if err != nil {
 		return err
 	}

@@ -171,11 +171,14 @@ func (g *gate) closed() bool { return g.n.Load()&gateClosed != 0 }
 // A slot is one unit of capacity: at most one operation in flight. Its
 // index is the operation's user_data.
 type slot struct {
-	op    *C.struct_kaio_op      // C: the operation, filled by its goroutine
-	msg   *C.char                // C: the message of a refused submission
-	buf   atomic.Pointer[Buffer] // acquired for the submission; released by the submitter
-	subrc C.int                  // set (with a wake-up on done) when the submission was refused
-	done  chan int64             // the completion's res, from the reaper
+	op     *C.struct_kaio_op         // C: the operation, filled by its goroutine
+	msg    *C.char                   // C: the message of a refused submission
+	buf    atomic.Pointer[Buffer]    // acquired for the submission; released by the submitter
+	vbufs  atomic.Pointer[[]*Buffer] // a vectored operation's buffers, likewise
+	vec    *C.struct_kaio_vec        // C: the slot's vector (vecCap entries), grown on demand
+	vecCap int
+	subrc  C.int      // set (with a wake-up on done) when the submission was refused
+	done   chan int64 // the completion's res, from the reaper
 }
 
 // Context is a libkaio context (kaio_ctx) with a reaper goroutine. Create
@@ -309,6 +312,10 @@ func (c *Context) allocC() bool {
 }
 
 func (c *Context) freeC() {
+	for i := range c.slots {
+		C.free(unsafe.Pointer(c.slots[i].vec))
+		c.slots[i].vec, c.slots[i].vecCap = nil, 0
+	}
 	C.free(c.msgs)
 	C.free(unsafe.Pointer(c.ops))
 	if c.batchIdx != nil {
@@ -441,6 +448,9 @@ func (c *Context) flush(n int) {
 		if b := c.slots[j].buf.Swap(nil); b != nil {
 			bufs = append(bufs, b)
 		}
+		if vb := c.slots[j].vbufs.Swap(nil); vb != nil {
+			bufs = append(bufs, *vb...)
+		}
 	}
 	C.kaio_go_submit(c.c, c.ops, &c.batchIdx[0], C.uint(n), &c.batchSt[0], (*C.char)(c.msgs))
 	for i, b := range bufs {
@@ -461,16 +471,58 @@ const (
 	opWrite
 	opFsync
 	opFdatasync
+	opReadv
+	opWritev
 )
 
-var opNames = [...]string{"read", "write", "fsync", "fdatasync"}
+var opNames = [...]string{"read", "write", "fsync", "fdatasync", "readv", "writev"}
+
+// maxVec is the most buffers one vectored operation takes (IOV_MAX).
+const maxVec = 1024
+
+// vecFor returns the slot's C vector with room for n entries, or nil when
+// out of memory.
+func (s *slot) vecFor(n int) *C.struct_kaio_vec {
+	if n > s.vecCap {
+		v := (*C.struct_kaio_vec)(C.realloc(unsafe.Pointer(s.vec), C.size_t(n)*C.size_t(unsafe.Sizeof(C.struct_kaio_vec{}))))
+		if v == nil {
+			return nil
+		}
+		s.vec, s.vecCap = v, n
+	}
+	return s.vec
+}
+
+// acquireVec acquires every buffer of vec for a submission and fills the
+// slot's C vector with them; on a freed (or nil) buffer it releases those
+// it took and returns the error.
+func (s *slot) acquireVec(name string, vec []*Buffer) error {
+	held := make([]*Buffer, 0, len(vec))
+	cv := unsafe.Slice(s.vec, len(vec))
+	for i, b := range vec {
+		if b == nil || !b.acquire() {
+			for _, h := range held {
+				h.release()
+			}
+			what := "was freed"
+			if b == nil {
+				what = "is nil"
+			}
+			return newError(name, syscall.EINVAL, fmt.Sprintf("buffer %d of the vector %s", i, what))
+		}
+		held = append(held, b)
+		cv[i].buf, cv[i].offset, cv[i].len = b.h, 0, C.uint64_t(b.n)
+	}
+	s.vbufs.Store(&held)
+	return nil
+}
 
 // do runs one operation and returns its result (bytes transferred). It
 // waits for a free slot first: one slot per unit of capacity, handed out
 // in arrival order, so the library's queue is never found full. A slot
 // goes back only after its completion was delivered, when the library no
 // longer counts it.
-func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off int64, flags int) (int64, error) {
+func (c *Context) do(op int, name string, fd int, b *Buffer, vec []*Buffer, bufOff, n int, off int64, flags int) (int64, error) {
 	if off < 0 {
 		return 0, newError(name, syscall.EINVAL, fmt.Sprintf("offset %d is negative", off))
 	}
@@ -479,6 +531,9 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off 
 	}
 	if err := checkFd(name, fd); err != nil {
 		return 0, err
+	}
+	if (op == opReadv || op == opWritev) && (len(vec) == 0 || len(vec) > maxVec) {
+		return 0, newError(name, syscall.EINVAL, fmt.Sprintf("%d buffers: a vector takes 1 to %d (IOV_MAX)", len(vec), maxVec))
 	}
 	if !c.gate.enter() {
 		return 0, errShutdown(name)
@@ -498,12 +553,32 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off 
 		o.buf_offset = C.uint64_t(bufOff)
 		o.len = C.uint64_t(n)
 		o.rw_flags = C.uint32_t(flags)
+		o.vec, o.nvec = nil, 0
+	case opReadv, opWritev:
+		o.op = C.KAIO_OP_READV
+		if op == opWritev {
+			o.op = C.KAIO_OP_WRITEV
+		}
+		o.offset = C.uint64_t(off)
+		o.buf_offset, o.len, o.buf = 0, 0, nil
+		o.rw_flags = C.uint32_t(flags)
+		if o.vec = s.vecFor(len(vec)); o.vec == nil {
+			c.free <- idx
+			return 0, newError(name, syscall.ENOMEM, fmt.Sprintf("out of memory for a vector of %d buffers", len(vec)))
+		}
+		o.nvec = C.uint32_t(len(vec))
+		for _, v := range vec {
+			if v != nil {
+				n += v.n
+			}
+		}
 	case opFsync, opFdatasync:
 		o.op = C.KAIO_OP_FSYNC
 		if op == opFdatasync {
 			o.op = C.KAIO_OP_FDATASYNC
 		}
 		o.offset, o.buf_offset, o.len, o.buf, o.rw_flags = 0, 0, 0, nil, C.uint32_t(flags)
+		o.vec, o.nvec = nil, 0
 	}
 	for backoff := time.Duration(0); ; {
 		if b != nil {
@@ -513,6 +588,12 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off 
 			}
 			o.buf = b.h
 			s.buf.Store(b)
+		}
+		if o.nvec != 0 {
+			if err := s.acquireVec(name, vec); err != nil {
+				c.free <- idx
+				return 0, err
+			}
 		}
 		s.subrc = 0
 		c.submit(idx)
@@ -536,7 +617,7 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, bufOff, n int, off 
 				return 0, newError(name, errno, fmt.Sprintf("the %s of %d bytes at offset %d on fd %d would have blocked (RWF_NOWAIT)",
 					opNames[op], n, off, fd))
 			}
-			if op == opRead || op == opWrite {
+			if op == opRead || op == opWrite || op == opReadv || op == opWritev {
 				return 0, newError(name, errno, fmt.Sprintf("the kernel failed the %s of %d bytes at offset %d on fd %d: %s",
 					opNames[op], n, off, fd, errno.Error()))
 			}
@@ -556,7 +637,7 @@ func (c *Context) ReadAt(fd int, buf *Buffer, off int64) (int, error) {
 	if buf == nil {
 		return 0, newError("ReadAt", syscall.EINVAL, "the buffer is nil")
 	}
-	n, err := c.do(opRead, "ReadAt", fd, buf, 0, buf.n, off, 0)
+	n, err := c.do(opRead, "ReadAt", fd, buf, nil, 0, buf.n, off, 0)
 	return int(n), err
 }
 
@@ -568,7 +649,7 @@ func (c *Context) ReadAtFlags(fd int, buf *Buffer, off int64, flags int) (int, e
 	if buf == nil {
 		return 0, newError("ReadAtFlags", syscall.EINVAL, "the buffer is nil")
 	}
-	n, err := c.do(opRead, "ReadAtFlags", fd, buf, 0, buf.n, off, flags)
+	n, err := c.do(opRead, "ReadAtFlags", fd, buf, nil, 0, buf.n, off, flags)
 	return int(n), err
 }
 
@@ -578,7 +659,7 @@ func (c *Context) WriteAt(fd int, buf *Buffer, off int64) (int, error) {
 	if buf == nil {
 		return 0, newError("WriteAt", syscall.EINVAL, "the buffer is nil")
 	}
-	n, err := c.do(opWrite, "WriteAt", fd, buf, 0, buf.n, off, 0)
+	n, err := c.do(opWrite, "WriteAt", fd, buf, nil, 0, buf.n, off, 0)
 	return int(n), err
 }
 
@@ -591,20 +672,48 @@ func (c *Context) WriteAtFlags(fd int, buf *Buffer, off int64, flags int) (int, 
 	if buf == nil {
 		return 0, newError("WriteAtFlags", syscall.EINVAL, "the buffer is nil")
 	}
-	n, err := c.do(opWrite, "WriteAtFlags", fd, buf, 0, buf.n, off, flags)
+	n, err := c.do(opWrite, "WriteAtFlags", fd, buf, nil, 0, buf.n, off, flags)
+	return int(n), err
+}
+
+// ReadvAt reads from fd at offset off into the buffers of bufs, in order,
+// each whole, in one vectored operation (KAIO_OP_READV, like preadv(2)),
+// and returns how many bytes it read: fewer at end of file. Each buffer
+// must meet the fd's direct-I/O alignment; 1 to 1024 buffers.
+func (c *Context) ReadvAt(fd int, bufs []*Buffer, off int64) (int, error) {
+	n, err := c.do(opReadv, "ReadvAt", fd, nil, bufs, 0, 0, off, 0)
+	return int(n), err
+}
+
+// WritevAt writes the buffers of bufs, in order, to fd at offset off in one
+// vectored operation (KAIO_OP_WRITEV, like pwritev(2)).
+func (c *Context) WritevAt(fd int, bufs []*Buffer, off int64) (int, error) {
+	n, err := c.do(opWritev, "WritevAt", fd, nil, bufs, 0, 0, off, 0)
+	return int(n), err
+}
+
+// ReadvAtFlags is ReadvAt with per-operation flags (see ReadAtFlags).
+func (c *Context) ReadvAtFlags(fd int, bufs []*Buffer, off int64, flags int) (int, error) {
+	n, err := c.do(opReadv, "ReadvAtFlags", fd, nil, bufs, 0, 0, off, flags)
+	return int(n), err
+}
+
+// WritevAtFlags is WritevAt with per-operation flags (see WriteAtFlags).
+func (c *Context) WritevAtFlags(fd int, bufs []*Buffer, off int64, flags int) (int, error) {
+	n, err := c.do(opWritev, "WritevAtFlags", fd, nil, bufs, 0, 0, off, flags)
 	return int(n), err
 }
 
 // Fsync makes fd's data and metadata durable (an asynchronous fsync in the
 // kernel; only the calling goroutine waits).
 func (c *Context) Fsync(fd int) error {
-	_, err := c.do(opFsync, "Fsync", fd, nil, 0, 0, 0, 0)
+	_, err := c.do(opFsync, "Fsync", fd, nil, nil, 0, 0, 0, 0)
 	return err
 }
 
 // Fdatasync makes fd's data durable, like fdatasync(2).
 func (c *Context) Fdatasync(fd int) error {
-	_, err := c.do(opFdatasync, "Fdatasync", fd, nil, 0, 0, 0, 0)
+	_, err := c.do(opFdatasync, "Fdatasync", fd, nil, nil, 0, 0, 0, 0)
 	return err
 }
 
