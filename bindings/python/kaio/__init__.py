@@ -25,7 +25,7 @@ import ctypes as _ctypes
 
 from ._lib import lib as _clib, LibraryNotFound
 from ._buffer import Buffer
-from ._context import Context, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT, RWF_APPEND
+from ._context import Context, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT, RWF_APPEND, _fileno
 from . import _errors
 
 __all__ = ["Context", "Buffer", "version", "fd_alignment", "strerror", "Alignment",
@@ -57,8 +57,7 @@ def strerror(err):
 def fd_alignment(fd):
     """kaio_fd_alignment: Alignment(memory, offset) that libkaio enforces for
     fd; (0, 0) for an fd without O_DIRECT or whose alignment is unknown."""
-    if not isinstance(fd, int):
-        fd = fd.fileno()
+    fd = _fileno(fd)
     mem, off = _ctypes.c_uint32(), _ctypes.c_uint32()
     rc = _clib.kaio_fd_alignment(fd, _ctypes.byref(mem), _ctypes.byref(off))
     if rc < 0:

@@ -1037,6 +1037,11 @@ class TestModule(KaioTest):
         with self.assertRaises(OSError) as cm:
             kaio.fd_alignment(-1)
         self.assertRefused(cm, errno.EBADF, "-1")
+        with self.assertRaises(OSError) as cm:  # not fd's answer (modulo 2**32)
+            kaio.fd_alignment(fd + 2**32)
+        self.assertRefused(cm, errno.EBADF, "C int")
+        with self.assertRaises(TypeError):
+            kaio.fd_alignment("3")
 
     def test_strerror(self):
         self.assertEqual(kaio.strerror(-errno.ENOENT), os.strerror(errno.ENOENT))
