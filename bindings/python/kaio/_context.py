@@ -176,10 +176,11 @@ def _drop(wrapped):
 
 
 def _resolve_vec(bufs):
-    """(vec, address, nvec, wrapped) for a vectored operation over bufs,
-    each used whole: vec is the struct kaio_vec array (keep it alive until
-    the operation is submitted), wrapped the list of handles to drop after
-    submission."""
+    """(bufs, vec, address, nvec, wrapped) for a vectored operation over
+    bufs, each used whole: bufs as a list (an iterator is used up here: keep
+    this list, which holds the buffers, until the operation is submitted),
+    vec the struct kaio_vec array (likewise), wrapped the handles to drop
+    after submission."""
     if isinstance(bufs, (bytes, bytearray, memoryview)) or not hasattr(bufs, "__iter__"):
         raise TypeError("bufs must be a sequence of buffers, not %s" % type(bufs).__name__)
     bufs = list(bufs)
@@ -195,7 +196,7 @@ def _resolve_vec(bufs):
         _drop(wrapped)
         _released.clear()
         raise
-    return vec, ctypes.addressof(vec), len(bufs), wrapped
+    return bufs, vec, ctypes.addressof(vec), len(bufs), wrapped
 
 
 class Context:
@@ -368,11 +369,11 @@ class Context:
         flags = _rw_flags(flags)
         self._enter()
         try:
-            vec, addr, nvec, wrapped = _resolve_vec(bufs)
+            bufs, vec, addr, nvec, wrapped = _resolve_vec(bufs)
             try:
                 w = self._submit_sync(_submit_rw, (op, fd, offset, 0, 0, 0, flags, addr, nvec))
             finally:
-                del vec  # not retained by kaio_submit
+                del bufs, vec  # neither is retained by kaio_submit
                 if wrapped:
                     _drop(wrapped)
                     _released.clear()
@@ -531,7 +532,7 @@ class Context:
         offset = _offset(offset)
         flags = _rw_flags(flags)
         fut = _Future(loop=loop)
-        vec, addr, nvec, wrapped = _resolve_vec(bufs)
+        bufs, vec, addr, nvec, wrapped = _resolve_vec(bufs)
         # The vec array and the buffers stay referenced by the entry (slot
         # 8) until it leaves the queue; the library holds its own references
         # to the buffers from submission to completion.

@@ -321,6 +321,14 @@ class TestBlocking(KaioTest):
                          + pattern(4) + pattern(3))
         self.assertEqual(ctx.readv(fd, [x, y], 4 * BS), 2 * BS)  # short at end of file
         self.assertEqual(bytes(x), pattern(4) + pattern(3))
+
+        def fresh(i):  # buffers that only the iterator refers to
+            b = kaio.Buffer(BS)
+            b[:] = pattern(20 + i)
+            return b
+        self.assertEqual(ctx.writev(fd, (fresh(i) for i in range(2)), 0), 2 * BS)
+        self.assertEqual(ctx.readv(fd, iter([x]), 0), 2 * BS)
+        self.assertEqual(bytes(x), pattern(20) + pattern(21))
         self.assertEqual(kaio._buffer.pinned_count(), 0)
         m.close()
         y.close()
@@ -462,6 +470,8 @@ class TestAsync(KaioTest):
             x, y = kaio.Buffer(4 * BS), kaio.Buffer(4 * BS)
             self.assertEqual(await ctx.readv_async(fd, [x, memoryview(y)], 0), 8 * BS)
             self.assertEqual(bytes(x) + bytes(y), (pattern(5) + pattern(6)) * 4)
+            self.assertEqual(await ctx.writev_async(fd, map(lambda b: b, [kaio.Buffer(BS)]), 0),
+                             BS)
             with self.assertRaises(OSError) as cm:
                 await ctx.writev_async(fd, [a, memoryview(x)[1:BS + 1]], 0)
             self.assertRefused(cm, errno.EINVAL, "align")
