@@ -457,6 +457,7 @@ func (c *Context) flush(n int) {
 		b.release()
 		bufs[i] = nil
 	}
+	c.batchBufs = bufs[:0] // keep what vectors grew it to, cleared
 	for i, st := range c.batchSt[:n] {
 		if st < 0 {
 			s := &c.slots[c.batchIdx[i]]
