@@ -21,6 +21,7 @@ raise TypeError) and C-contiguous.
 """
 
 import collections as _collections
+import operator as _operator
 import ctypes as _ctypes
 
 from ._lib import lib as _clib, LibraryNotFound
@@ -50,8 +51,11 @@ def library_path():
 
 
 def strerror(err):
-    """libkaio's text for an errno (positive or negative)."""
-    return _clib.kaio_strerror(int(err)).decode("utf-8", "replace")
+    """libkaio's text for an errno (positive or negative; an int)."""
+    err = _operator.index(err)
+    if not -0x80000000 <= err <= 0x7FFFFFFF:
+        raise ValueError("errno %d is outside the range of a C int" % err)
+    return _clib.kaio_strerror(err).decode("utf-8", "replace")
 
 
 def fd_alignment(fd):

@@ -152,17 +152,20 @@ def pinned_count():
 
 
 def resolve(buf, length):
-    """(handle, buf_offset, length, wrapped) for an operation on buf.
+    """(handle, buf_offset, length, wrapped, keep) for an operation on buf.
 
     A kaio.Buffer (or a memoryview slice of one) is used through its own
-    kaio_buf handle: the operation takes its own reference.  Any other
-    writable, C-contiguous buffer-protocol object is wrapped with
-    kaio_buf_wrap; wrapped is True and the caller drops its reference with
-    kaio_buf_unref once the operation was submitted (or refused)."""
+    kaio_buf handle: the operation takes its own reference once submitted;
+    until then the caller holds keep (the Buffer itself: a view of it may
+    be released, and the Buffer freed, before a queued operation is
+    submitted).  Any other writable, C-contiguous buffer-protocol object is
+    wrapped with kaio_buf_wrap; wrapped is True and the caller drops its
+    reference with kaio_buf_unref once the operation was submitted (or
+    refused)."""
     if isinstance(buf, Buffer):
         if length is None:
-            return buf._kaio_buf, 0, len(buf), False
-        return buf._kaio_buf, 0, _length(length), False
+            return buf._kaio_buf, 0, len(buf), False, buf
+        return buf._kaio_buf, 0, _length(length), False, buf
     try:
         mv = memoryview(buf)
     except TypeError:
@@ -179,10 +182,14 @@ def resolve(buf, length):
     cview = (ctypes.c_char * nbytes).from_buffer(mv)
     addr = ctypes.addressof(cview)
     owner = mv.obj
+    if length is not None and length > nbytes:
+        # A Buffer's handle covers the whole Buffer: the library could not
+        # tell that the view ends first.
+        raise invalid("kaio: length %d is larger than the buffer (%d bytes)" % (length, nbytes))
     if isinstance(owner, Buffer):
         off = addr - ctypes.addressof(owner)
         if 0 <= off and off + nbytes <= len(owner):
-            return owner._kaio_buf, off, nbytes if length is None else length, False
+            return owner._kaio_buf, off, nbytes if length is None else length, False, owner
     if nbytes == 0:
         raise invalid("kaio: the buffer is empty (0 bytes)")
     key = next(_pin_keys)
@@ -192,7 +199,7 @@ def resolve(buf, length):
     if rc < 0:
         del _pins[key]
         raise call_error(rc)
-    return out.value, 0, nbytes if length is None else length, True
+    return out.value, 0, nbytes if length is None else length, True, buf
 
 
 def _length(length):

@@ -176,27 +176,29 @@ def _drop(wrapped):
 
 
 def _resolve_vec(bufs):
-    """(bufs, vec, address, nvec, wrapped) for a vectored operation over
-    bufs, each used whole: bufs as a list (an iterator is used up here: keep
-    this list, which holds the buffers, until the operation is submitted),
-    vec the struct kaio_vec array (likewise), wrapped the handles to drop
-    after submission."""
+    """(keep, vec, address, nvec, wrapped) for a vectored operation over
+    bufs, each used whole: keep holds what must stay alive until the
+    operation is submitted (the buffers: an iterator is used up here, and a
+    view of a kaio.Buffer may be released), and so does vec, the struct
+    kaio_vec array; wrapped lists the handles to drop after submission."""
     if isinstance(bufs, (bytes, bytearray, memoryview)) or not hasattr(bufs, "__iter__"):
         raise TypeError("bufs must be a sequence of buffers, not %s" % type(bufs).__name__)
     bufs = list(bufs)
     vec = ctypes.create_string_buffer(max(len(bufs), 1) * _VEC.size)
     wrapped = []
+    keep = []
     try:
         for i, b in enumerate(bufs):
-            handle, boff, n, w = resolve(b, None)
+            handle, boff, n, w, k = resolve(b, None)
             if w:
                 wrapped.append(handle)
+            keep.append(k)
             _pack_vec(vec, i * _VEC.size, handle, boff, n)
     except BaseException:
         _drop(wrapped)
         _released.clear()
         raise
-    return bufs, vec, ctypes.addressof(vec), len(bufs), wrapped
+    return keep, vec, ctypes.addressof(vec), len(bufs), wrapped
 
 
 class Context:
@@ -346,7 +348,7 @@ class Context:
         flags = _rw_flags(flags)
         self._enter()
         try:
-            handle, boff, n, wrapped = resolve(buf, length)
+            handle, boff, n, wrapped, keep = resolve(buf, length)
             try:
                 if flags:
                     w = self._submit_sync(_submit_rw, (op, fd, offset, handle, boff, n, flags,
@@ -355,6 +357,7 @@ class Context:
                     w = self._submit_sync(_read if op == OP_READ else _write,
                                           (fd, offset, handle, boff, n))
             finally:
+                del keep  # the operation holds its own reference now
                 if wrapped:
                     _unref(handle)
                     _released.clear()
@@ -369,11 +372,11 @@ class Context:
         flags = _rw_flags(flags)
         self._enter()
         try:
-            bufs, vec, addr, nvec, wrapped = _resolve_vec(bufs)
+            keep, vec, addr, nvec, wrapped = _resolve_vec(bufs)
             try:
                 w = self._submit_sync(_submit_rw, (op, fd, offset, 0, 0, 0, flags, addr, nvec))
             finally:
-                del bufs, vec  # neither is retained by kaio_submit
+                del keep, vec  # neither is retained by kaio_submit
                 if wrapped:
                     _drop(wrapped)
                     _released.clear()
@@ -495,7 +498,15 @@ class Context:
     def _resolve(self, futs):
         _settle(futs)
         if self._sq:
-            self._flush()
+            loop = self._loop
+            if loop is not None and loop.is_closed():
+                # Nobody can await what a closed loop left queued: let it
+                # go (as close() and the next loop's attach would), rather
+                # than perform it from whatever call reaps now.
+                self._drop_queue(closed_error("the event loop of this operation was closed "
+                                              "before it was submitted"))
+            else:
+                self._flush()
 
     # ---- asyncio -------------------------------------------------------------
 
@@ -532,11 +543,11 @@ class Context:
         offset = _offset(offset)
         flags = _rw_flags(flags)
         fut = _Future(loop=loop)
-        bufs, vec, addr, nvec, wrapped = _resolve_vec(bufs)
+        keep, vec, addr, nvec, wrapped = _resolve_vec(bufs)
         # The vec array and the buffers stay referenced by the entry (slot
         # 8) until it leaves the queue; the library holds its own references
         # to the buffers from submission to completion.
-        self._sq.append((fut, op, fd, offset, 0, 0, 0, wrapped or None, (bufs, vec), flags,
+        self._sq.append((fut, op, fd, offset, 0, 0, 0, wrapped or None, (keep, vec), flags,
                          addr, nvec))
         if not self._flush_soon:
             self._flush_soon = True
@@ -559,9 +570,9 @@ class Context:
             self._sq.append((fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None, buf, flags,
                              0, 0))
         else:
-            handle, boff, n, wrapped = resolve(buf, length)
+            handle, boff, n, wrapped, keep = resolve(buf, length)
             self._sq.append((fut, op, fd, offset, handle, boff, n,
-                             handle if wrapped else None, buf, flags, 0, 0))
+                             handle if wrapped else None, (buf, keep), flags, 0, 0))
         if len(self._sq) >= _SUBMIT_EARLY and len(self._pending) < self._capacity:
             self._flush()
         elif not self._flush_soon:
@@ -638,7 +649,10 @@ class Context:
                 if ent[7] is not None:
                     _drop(ent[7])
                     _released.clear()
-                ent[0].set_exception(err)
+                try:
+                    ent[0].set_exception(err)
+                except RuntimeError:  # its loop is closed
+                    pass
                 done += 1
 
     def _attach(self, loop):

@@ -480,6 +480,58 @@ class TestAsync(KaioTest):
         self.run_async(main())
         self.assertEqual(kaio._buffer.pinned_count(), 0)
 
+    def test_queued_view_keeps_its_buffer(self):
+        # A queued operation on a memoryview of a kaio.Buffer: the view is
+        # released and the Buffer dropped before the flush.  The operation
+        # must still write the Buffer's bytes (the handle was freed, or
+        # worse reused by a later Buffer, before).
+        fd = self.make_file("f")
+        ctx = self.context()
+
+        async def main():
+            b = kaio.Buffer(BS)
+            b[:] = pattern(7)
+            with memoryview(b) as m:
+                t = asyncio.ensure_future(ctx.write_async(fd, m, 0))
+                await asyncio.sleep(0)  # queued, not yet flushed
+            del b
+            gc.collect()
+            others = [kaio.Buffer(BS) for _ in range(200)]  # would reuse the handle
+            self.assertEqual(await t, BS)
+            del others
+
+        self.run_async(main())
+        back = kaio.Buffer(BS)
+        self.assertEqual(ctx.read(fd, back, 0), BS)
+        self.assertEqual(bytes(back), pattern(7))
+
+    def test_closed_loop_queue_is_let_go(self):
+        # Operations a loop queued and never flushed before it was closed are
+        # dropped (their pins released) by the next blocking call that reaps,
+        # not performed by it; a refusal among them does not turn into an
+        # exception of that unrelated call.
+        fd = self.make_file("f")
+        ctx = self.context()
+        buf = kaio.Buffer(BS)
+        m = mmap.mmap(-1, BS)
+        m[:] = pattern(3)
+        loop = asyncio.new_event_loop()
+        loop.call_soon(loop.stop)
+        t1 = loop.create_task(ctx.write_async(fd, buf, 100))  # misaligned
+        t2 = loop.create_task(ctx.write_async(fd, m, BS))
+        t1._log_destroy_pending = t2._log_destroy_pending = False  # they never finish
+        loop.run_forever()
+        loop.close()
+        self.assertEqual(len(ctx._sq), 2)
+        self.assertEqual(ctx.write(fd, buf, 2 * BS), BS)
+        self.assertEqual((len(ctx._sq), ctx._pending), (0, {}))
+        self.assertEqual(kaio._buffer.pinned_count(), 0)
+        back = kaio.Buffer(BS)
+        self.assertEqual(ctx.read(fd, back, BS), BS)
+        self.assertEqual(bytes(back), bytes(BS))  # the queued write was not performed
+        del t1, t2
+        m.close()
+
     def test_ten_thousand_concurrent_reads_capacity_32(self):
         blocks = 256
         fd = self.make_file("f", blocks=blocks)
@@ -765,6 +817,27 @@ class TestErrors(KaioTest):
         with self.assertRaises(OSError) as cm:  # not open for writing
             ctx.write(ro, buf, 0)
         self.assertRefused(cm, errno.EBADF, "writing")
+
+    def test_length_past_a_view(self):
+        fd = self.make_file("f", blocks=2)
+        ctx = self.context()
+        buf = kaio.Buffer(2 * BS)
+        buf[BS:] = pattern(9)
+        with self.assertRaises(OSError) as cm:  # the view ends before the Buffer
+            ctx.read(fd, memoryview(buf)[:BS], 0, length=2 * BS)
+        self.assertRefused(cm, errno.EINVAL, "larger than the buffer")
+        self.assertEqual(bytes(buf[BS:]), pattern(9))
+
+        async def main():
+            with self.assertRaises(OSError) as cm:
+                await ctx.read_async(fd, memoryview(buf)[:BS], 0, length=2 * BS)
+            self.assertRefused(cm, errno.EINVAL, "larger than the buffer")
+        self.run_async(main())
+        self.assertEqual(bytes(buf[BS:]), pattern(9))
+        self.assertEqual(kaio.strerror(2), kaio.strerror(-2))
+        for bad, exc in ((2**32 + 2, ValueError), (2.9, TypeError)):
+            with self.assertRaises(exc):
+                kaio.strerror(bad)
 
     def test_out_of_range_integers_change_nothing(self):
         # ctypes passes a Python int modulo the C type's width: fd 2**32 + fd
