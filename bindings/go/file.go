@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"syscall"
@@ -28,6 +29,7 @@ type File struct {
 	chunk      int   // the most one bounce operation moves
 	canRead    bool
 	appendMode bool
+	regular    bool // a regular file: an unaligned write restores its size
 	gate       gate
 	mu         sync.RWMutex // exclusive for a read-modify-write
 }
@@ -42,6 +44,12 @@ func OpenFile(ctx *Context, name string, flag int, perm os.FileMode) (*File, err
 	if ctx == nil {
 		return nil, newError("OpenFile", syscall.EINVAL, "the context is nil")
 	}
+	// A closed context is refused before the open, which may create or
+	// truncate the file.
+	if !ctx.gate.enter() {
+		return nil, errShutdown("OpenFile")
+	}
+	defer ctx.gate.leave()
 	f, err := os.OpenFile(name, flag|syscall.O_DIRECT|syscall.O_CLOEXEC, perm)
 	if err != nil {
 		var pe *os.PathError
@@ -53,6 +61,11 @@ func OpenFile(ctx *Context, name string, flag int, perm os.FileMode) (*File, err
 	}
 	fd := int(f.Fd())
 	memAlign, offAlign, err := FileAlignment(fd)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -77,6 +90,7 @@ func OpenFile(ctx *Context, name string, flag int, perm os.FileMode) (*File, err
 		chunk:      chunk,
 		canRead:    flag&syscall.O_ACCMODE != syscall.O_WRONLY,
 		appendMode: flag&syscall.O_APPEND != 0,
+		regular:    fi.Mode().IsRegular(),
 		gate:       newGate(),
 	}, nil
 }
@@ -141,6 +155,18 @@ func errFileClosed(op string) *Error {
 
 func (f *File) down(off int64) int64 { return off - off%f.align }
 
+// checkRange refuses n bytes at off that pass the largest offset whose
+// aligned rounding is still an int64 (os.File gets EINVAL or EFBIG there).
+func (f *File) checkRange(op string, off int64, n int) error {
+	if off < 0 {
+		return newError(op, syscall.EINVAL, fmt.Sprintf("offset %d is negative", off))
+	}
+	if off > math.MaxInt64-f.align-int64(n) {
+		return newError(op, syscall.EINVAL, fmt.Sprintf("%d bytes at offset %d pass the largest offset a file can have", n, off))
+	}
+	return nil
+}
+
 func (f *File) up(off int64) int64 {
 	if r := off % f.align; r != 0 {
 		return off + f.align - r
@@ -155,8 +181,8 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		return 0, errFileClosed("ReadAt")
 	}
 	defer f.gate.leave()
-	if off < 0 {
-		return 0, newError("ReadAt", syscall.EINVAL, fmt.Sprintf("offset %d is negative", off))
+	if err := f.checkRange("ReadAt", off, len(p)); err != nil {
+		return 0, err
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -200,8 +226,8 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		return 0, errFileClosed(op)
 	}
 	defer f.gate.leave()
-	if off < 0 {
-		return 0, newError(op, syscall.EINVAL, fmt.Sprintf("offset %d is negative", off))
+	if err := f.checkRange(op, off, len(p)); err != nil {
+		return 0, err
 	}
 	if f.appendMode {
 		return 0, newError(op, syscall.EINVAL, "WriteAt on a file opened with O_APPEND")
@@ -222,18 +248,21 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		fi, err := f.f.Stat()
-		if err != nil {
-			return 0, err
+		if f.regular {
+			fi, err := f.f.Stat()
+			if err != nil {
+				return 0, err
+			}
+			oldSize = fi.Size()
 		}
-		oldSize = fi.Size()
 	}
 	wantSize := off + int64(len(p))
 	if oldSize > wantSize {
 		wantSize = oldSize
 	}
 	n, reached, err := f.writeChunks(p, off)
-	if !aligned && reached > wantSize {
+	// A device has no size to restore (Stat says 0, ftruncate fails).
+	if !aligned && f.regular && reached > wantSize {
 		// The last block went past what os.File would leave: cut it back.
 		if terr := f.f.Truncate(wantSize); terr != nil && err == nil {
 			err = terr

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -1003,6 +1004,89 @@ func TestFileOpenErrors(t *testing.T) {
 	}
 	_, err = OpenFile(nil, tempPath(t), os.O_RDWR|os.O_CREATE, 0o644)
 	wantErr(t, err, "OpenFile", syscall.EINVAL, "nil")
+
+	// A closed context is refused before the open: O_TRUNC empties
+	// nothing, O_CREATE creates nothing.
+	closed, err := NewContext(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	path := patternFile(t, 4096)
+	_, err = OpenFile(closed, path, os.O_RDWR|os.O_TRUNC, 0)
+	wantErr(t, err, "OpenFile", syscall.ESHUTDOWN)
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 4096 {
+		t.Fatalf("OpenFile on a closed context changed the file: %v, %v", fi, err)
+	}
+	fresh := tempPath(t)
+	_, err = OpenFile(closed, fresh, os.O_RDWR|os.O_CREATE, 0o644)
+	wantErr(t, err, "OpenFile", syscall.ESHUTDOWN)
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("OpenFile on a closed context created the file: %v", err)
+	}
+}
+
+// I/O whose end passes the largest offset is refused, and changes nothing
+// (an unaligned write there used to write its first chunks, then cut the
+// file back to its old size: bytes reported written were lost).
+func TestFileOffsetLimit(t *testing.T) {
+	ctx := newCtx(t, 4)
+	path := tempPath(t)
+	if err := os.WriteFile(path, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenFile(ctx, path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const maxOff = int64(^uint64(0) >> 1)
+	n, err := f.WriteAt(make([]byte, 3<<20), maxOff-3<<20+99)
+	if n != 0 {
+		t.Fatalf("WriteAt past the largest offset wrote %d bytes", n)
+	}
+	wantErr(t, err, "WriteAt", syscall.EINVAL, "largest offset")
+	_, err = f.WriteAt([]byte("x"), maxOff)
+	wantErr(t, err, "WriteAt", syscall.EINVAL, "largest offset")
+	_, err = f.ReadAt(make([]byte, 1), maxOff-10)
+	wantErr(t, err, "ReadAt", syscall.EINVAL, "largest offset")
+	if b, err := os.ReadFile(path); err != nil || string(b) != "precious" {
+		t.Fatalf("the file is now %q (%v)", b, err)
+	}
+}
+
+// On a block device an unaligned WriteAt has no size to restore: it
+// succeeds (it used to report ftruncate's EINVAL after writing).
+func TestFileBlockDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	if v := os.Getenv("KAIO_TEST_NO_LOOP"); v != "" && v != "0" {
+		t.Skip("KAIO_TEST_NO_LOOP is set")
+	}
+	img := tempPath(t)
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		t.Skipf("no loop device: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	ctx := newCtx(t, 4)
+	f, err := OpenFile(ctx, dev, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n, err := f.WriteAt([]byte("hello"), 10); err != nil || n != 5 {
+		t.Fatalf("unaligned WriteAt on %s: %d, %v", dev, n, err)
+	}
+	p := make([]byte, 5)
+	if n, err := f.ReadAt(p, 10); err != nil || n != 5 || string(p) != "hello" {
+		t.Fatalf("ReadAt on %s: %d, %v, %q", dev, n, err, p)
+	}
 }
 
 func TestFileClose(t *testing.T) {
