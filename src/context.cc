@@ -1255,13 +1255,10 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 			blocked_.fetch_add(1, std::memory_order_seq_cst);
 		const bool queued_for_us = room && queued_.load(std::memory_order_seq_cst) > 0;
 		struct pollfd pfd[2] = {{evfd_, POLLIN, 0}, {wakefd_, POLLIN, 0}};
-		int pr = 0;
-		if (queued_for_us)
-			; // take them at once
-		else if (busy_rounds > 0)
-			pr = wait_for_ring(&pfd[1], busy_rounds);
-		else
-			pr = ::poll(pfd, 2, remaining);
+		int pr = 0; // with events queued for us: take them at once
+		if (!queued_for_us)
+			pr = busy_rounds > 0 ? wait_for_ring(&pfd[1], busy_rounds)
+			                     : ::poll(pfd, 2, remaining);
 		if (pr > 0 && (pfd[1].revents & POLLIN) &&
 		    wake_gen_.load(std::memory_order_seq_cst) == w.start_gen)
 			pr = settle_stale_wake(remaining); // a wake from before we started
