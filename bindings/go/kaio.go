@@ -590,7 +590,7 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, vec []*Buffer, bufO
 			o.buf = b.h
 			s.buf.Store(b)
 		}
-		if o.nvec != 0 {
+		if vec != nil {
 			if err := s.acquireVec(name, vec); err != nil {
 				c.free <- idx
 				return 0, err
@@ -635,10 +635,15 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, vec []*Buffer, bufO
 // the error wraps syscall.EINVAL with the library's explanation. Only the
 // calling goroutine blocks.
 func (c *Context) ReadAt(fd int, buf *Buffer, off int64) (int, error) {
+	return c.whole(opRead, "ReadAt", fd, buf, off, 0)
+}
+
+// whole runs a read or write of the whole of buf.
+func (c *Context) whole(op int, name string, fd int, buf *Buffer, off int64, flags int) (int, error) {
 	if buf == nil {
-		return 0, newError("ReadAt", syscall.EINVAL, "the buffer is nil")
+		return 0, newError(name, syscall.EINVAL, "the buffer is nil")
 	}
-	n, err := c.do(opRead, "ReadAt", fd, buf, nil, 0, buf.n, off, 0)
+	n, err := c.do(op, name, fd, buf, nil, 0, buf.n, off, flags)
 	return int(n), err
 }
 
@@ -647,21 +652,13 @@ func (c *Context) ReadAt(fd int, buf *Buffer, off int64) (int, error) {
 // that cannot honour it, with EOPNOTSUPP). Other bits are refused with
 // EINVAL and the library's explanation.
 func (c *Context) ReadAtFlags(fd int, buf *Buffer, off int64, flags int) (int, error) {
-	if buf == nil {
-		return 0, newError("ReadAtFlags", syscall.EINVAL, "the buffer is nil")
-	}
-	n, err := c.do(opRead, "ReadAtFlags", fd, buf, nil, 0, buf.n, off, flags)
-	return int(n), err
+	return c.whole(opRead, "ReadAtFlags", fd, buf, off, flags)
 }
 
 // WriteAt writes the whole of buf to fd at offset off and returns how many
 // bytes were written. The same rules as for ReadAt apply.
 func (c *Context) WriteAt(fd int, buf *Buffer, off int64) (int, error) {
-	if buf == nil {
-		return 0, newError("WriteAt", syscall.EINVAL, "the buffer is nil")
-	}
-	n, err := c.do(opWrite, "WriteAt", fd, buf, nil, 0, buf.n, off, 0)
-	return int(n), err
+	return c.whole(opWrite, "WriteAt", fd, buf, off, 0)
 }
 
 // WriteAtFlags is WriteAt with per-operation flags, an OR of RWF_DSYNC or
@@ -670,11 +667,7 @@ func (c *Context) WriteAt(fd int, buf *Buffer, off int64) (int, error) {
 // is ignored, but must not be negative). Unknown bits are refused with
 // EINVAL and the library's explanation.
 func (c *Context) WriteAtFlags(fd int, buf *Buffer, off int64, flags int) (int, error) {
-	if buf == nil {
-		return 0, newError("WriteAtFlags", syscall.EINVAL, "the buffer is nil")
-	}
-	n, err := c.do(opWrite, "WriteAtFlags", fd, buf, nil, 0, buf.n, off, flags)
-	return int(n), err
+	return c.whole(opWrite, "WriteAtFlags", fd, buf, off, flags)
 }
 
 // ReadvAt reads from fd at offset off into the buffers of bufs, in order,
