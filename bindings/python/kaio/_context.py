@@ -327,12 +327,12 @@ class Context:
     def readv(self, fd, bufs, offset, flags=0):
         """Read from fd at offset into the buffers of bufs, in order, each
         whole (one preadv-like operation); blocks; returns the bytes read."""
-        return self._rwv_sync(OP_READV, fd, bufs, offset, flags)
+        return self._rw_sync(OP_READV, fd, bufs, offset, None, flags)
 
     def writev(self, fd, bufs, offset, flags=0):
         """Write the buffers of bufs, in order, to fd at offset (one
         pwritev-like operation); blocks; returns the bytes written."""
-        return self._rwv_sync(OP_WRITEV, fd, bufs, offset, flags)
+        return self._rw_sync(OP_WRITEV, fd, bufs, offset, None, flags)
 
     def fsync(self, fd):
         """fsync(fd) through kernel AIO; blocks; returns None."""
@@ -343,40 +343,28 @@ class Context:
         self._sync_sync(fd, SYNC_DATA)
 
     def _rw_sync(self, op, fd, buf, offset, length, flags):
+        """A blocking read or write of buf, or (OP_READV/OP_WRITEV) of the
+        buffers of the sequence buf."""
         fd = _fileno(fd)
         offset = _offset(offset)
         flags = _rw_flags(flags)
         self._enter()
         try:
-            handle, boff, n, wrapped, keep = resolve(buf, length)
-            try:
+            if op == OP_READV or op == OP_WRITEV:
+                keep, vec, addr, nvec, wrapped = _resolve_vec(buf)
+                keep = (keep, vec)
+                fn, args = _submit_rw, (op, fd, offset, 0, 0, 0, flags, addr, nvec)
+            else:
+                handle, boff, n, wrapped, keep = resolve(buf, length)
+                wrapped = handle if wrapped else None
                 if flags:
-                    w = self._submit_sync(_submit_rw, (op, fd, offset, handle, boff, n, flags,
-                                                       0, 0))
+                    fn, args = _submit_rw, (op, fd, offset, handle, boff, n, flags, 0, 0)
                 else:
-                    w = self._submit_sync(_read if op == OP_READ else _write,
-                                          (fd, offset, handle, boff, n))
-            finally:
-                del keep  # the operation holds its own reference now
-                if wrapped:
-                    _unref(handle)
-                    _released.clear()
-            self._reap_until(w)
-        finally:
-            self._leave()
-        return w.result()
-
-    def _rwv_sync(self, op, fd, bufs, offset, flags):
-        fd = _fileno(fd)
-        offset = _offset(offset)
-        flags = _rw_flags(flags)
-        self._enter()
-        try:
-            keep, vec, addr, nvec, wrapped = _resolve_vec(bufs)
+                    fn, args = _read if op == OP_READ else _write, (fd, offset, handle, boff, n)
             try:
-                w = self._submit_sync(_submit_rw, (op, fd, offset, 0, 0, 0, flags, addr, nvec))
+                w = self._submit_sync(fn, args)
             finally:
-                del keep, vec  # neither is retained by kaio_submit
+                del keep  # the operation holds its own references now
                 if wrapped:
                     _drop(wrapped)
                     _released.clear()
@@ -547,12 +535,8 @@ class Context:
         # The vec array and the buffers stay referenced by the entry (slot
         # 8) until it leaves the queue; the library holds its own references
         # to the buffers from submission to completion.
-        self._sq.append((fut, op, fd, offset, 0, 0, 0, wrapped or None, (keep, vec), flags,
-                         addr, nvec))
-        if not self._flush_soon:
-            self._flush_soon = True
-            loop.call_soon(self._flush)
-        return fut
+        return self._enqueue(loop, (fut, op, fd, offset, 0, 0, 0, wrapped or None, (keep, vec),
+                                    flags, addr, nvec))
 
     def _queue_rw(self, op, fd, buf, offset, length, flags=0):
         """Queues a read or write for the next flush; returns its future."""
@@ -567,18 +551,23 @@ class Context:
             flags = _rw_flags(flags)
         fut = _Future(loop=loop)
         if length is None and isinstance(buf, Buffer):
-            self._sq.append((fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None, buf, flags,
-                             0, 0))
-        else:
-            handle, boff, n, wrapped, keep = resolve(buf, length)
-            self._sq.append((fut, op, fd, offset, handle, boff, n,
-                             handle if wrapped else None, (buf, keep), flags, 0, 0))
-        if len(self._sq) >= _SUBMIT_EARLY and len(self._pending) < self._capacity:
+            return self._enqueue(loop, (fut, op, fd, offset, buf._kaio_buf, 0, len(buf), None,
+                                        buf, flags, 0, 0))
+        handle, boff, n, wrapped, keep = resolve(buf, length)
+        return self._enqueue(loop, (fut, op, fd, offset, handle, boff, n,
+                                    handle if wrapped else None, (buf, keep), flags, 0, 0))
+
+    def _enqueue(self, loop, ent):
+        """Queue ent (its future first) for the next flush, or flush at once
+        when enough wait; returns the future."""
+        sq = self._sq
+        sq.append(ent)
+        if len(sq) >= _SUBMIT_EARLY and len(self._pending) < self._capacity:
             self._flush()
         elif not self._flush_soon:
             self._flush_soon = True
             loop.call_soon(self._flush)
-        return fut
+        return ent[0]
 
     async def fsync_async(self, fd):
         """Coroutine: fsync(fd) through kernel AIO; returns None."""
@@ -592,12 +581,8 @@ class Context:
         loop = _get_running_loop()
         if loop is not self._loop or self._closing:
             self._attach(loop)
-        fut = _Future(loop=loop)
-        self._sq.append((fut, op, _fileno(fd), 0, 0, 0, 0, None, None, 0, 0, 0))
-        if not self._flush_soon:
-            self._flush_soon = True
-            loop.call_soon(self._flush)
-        return fut
+        return self._enqueue(loop, (_Future(loop=loop), op, _fileno(fd), 0, 0, 0, 0, None, None,
+                                    0, 0, 0))
 
     def _flush(self, closing=False):
         """Submit the queued operations (in the loop's thread), in order,
