@@ -1207,9 +1207,8 @@ int Context::wait_for_ring(struct pollfd *wake, unsigned busy_rounds)
 		sched_yield();
 		return 0;
 	}
-	long us = 20L << (busy_rounds - 3 < 6 ? busy_rounds - 3 : 6);
-	if (us > 1000) // never past the caller's deadline: it is >= 1 ms away
-		us = 1000;
+	// At most 1 ms: never past the caller's deadline, which is >= 1 ms away.
+	const long us = busy_rounds - 3 >= 6 ? 1000 : 20L << (busy_rounds - 3);
 	struct timespec ts = {0, us * 1000};
 	return ::ppoll(wake, 1, &ts, nullptr);
 }
