@@ -26,7 +26,8 @@ import ctypes as _ctypes
 
 from ._lib import lib as _clib, LibraryNotFound
 from ._buffer import Buffer
-from ._context import Context, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT, RWF_APPEND, _fileno
+from ._context import (Context, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT, RWF_APPEND, _fileno,
+                       _INT_MIN, _INT_MAX)
 from . import _errors
 
 __all__ = ["Context", "Buffer", "version", "fd_alignment", "strerror", "Alignment",
@@ -53,7 +54,7 @@ def library_path():
 def strerror(err):
     """libkaio's text for an errno (positive or negative; an int)."""
     err = _operator.index(err)
-    if not -0x80000000 <= err <= 0x7FFFFFFF:
+    if not _INT_MIN <= err <= _INT_MAX:
         raise ValueError("errno %d is outside the range of a C int" % err)
     return _clib.kaio_strerror(err).decode("utf-8", "replace")
 

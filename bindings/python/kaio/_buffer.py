@@ -18,6 +18,9 @@ _unref = lib.kaio_buf_unref
 _data = lib.kaio_buf_data
 
 BUF_LOCKED = 0x1
+# The largest length or offset passed to the library (ctypes would pass a
+# larger int modulo 2**64).
+INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
 
 class _Byte(ctypes.Union):
@@ -48,7 +51,7 @@ class Buffer:
         length = operator.index(length)
         if length <= 0:
             raise invalid("kaio.Buffer: length %d; a buffer needs at least one byte" % length)
-        if length > 0x7FFFFFFFFFFFFFFF:  # ctypes would pass it modulo 2**64
+        if length > INT64_MAX:
             raise invalid("kaio.Buffer: length %d is larger than any mapping" % length)
         out = ctypes.c_void_p()
         rc = _alloc(ctypes.byref(out), length, BUF_LOCKED if locked else 0)
@@ -206,6 +209,6 @@ def _length(length):
     length = operator.index(length)
     if length < 0:
         raise invalid("kaio: length %d is negative" % length)
-    if length > 0x7FFFFFFFFFFFFFFF:  # ctypes would pass it modulo 2**64
+    if length > INT64_MAX:
         raise invalid("kaio: length %d is larger than any buffer" % length)
     return length

@@ -31,7 +31,7 @@ import struct
 import threading
 
 from . import _buffer
-from ._buffer import Buffer, resolve
+from ._buffer import Buffer, resolve, INT64_MAX
 from ._errors import call_error, closed_error, completion_error, invalid
 from ._lib import lib, EVENT, EVENT_SIZE
 
@@ -120,8 +120,8 @@ class _Waiter:
 # ctypes converts a Python int to a C integer silently modulo its width:
 # fd 2**32 + 1 would reach the library as 1, offset 2**64 as 0.  So what
 # does not fit is refused here (negative fds are the library's to refuse).
-_FD_MIN, _FD_MAX = -0x80000000, 0x7FFFFFFF
-_OFF_MAX = 0x7FFFFFFFFFFFFFFF  # INT64_MAX, the library's limit for offsets
+_INT_MIN, _INT_MAX = -0x80000000, 0x7FFFFFFF
+_OFF_MAX = INT64_MAX  # the library's limit for offsets
 _FLAGS_MAX = 0xFFFFFFFF
 
 
@@ -135,7 +135,7 @@ def _fileno(fd):
                 raise TypeError("fd must be an int or have a fileno() method, not %s"
                                 % type(fd).__name__) from None
             fd = operator.index(fileno())
-    if not _FD_MIN <= fd <= _FD_MAX:
+    if not _INT_MIN <= fd <= _INT_MAX:
         raise OSError(errno.EBADF, "fd %d is not a file descriptor (outside the range of a "
                                    "C int)" % fd)
     return fd
@@ -543,7 +543,7 @@ class Context:
         loop = _get_running_loop()
         if loop is not self._loop or self._closing:
             self._attach(loop)
-        if fd.__class__ is not int or not _FD_MIN <= fd <= _FD_MAX:
+        if fd.__class__ is not int or not _INT_MIN <= fd <= _INT_MAX:
             fd = _fileno(fd)
         if offset.__class__ is not int or not 0 <= offset <= _OFF_MAX:
             offset = _offset(offset)
