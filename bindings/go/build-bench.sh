@@ -13,6 +13,9 @@
 #
 #   bindings/go/build-bench.sh build/bench/go-bench build/.libs
 #   OUTPUT --file /var/tmp/big.dat --depth 32 --time 10 --json
+#
+# KAIO_GO_TAGS are build tags: KAIO_GO_TAGS=kaiostages gives a benchmark
+# whose --stages shows where an I/O's time goes (see stages.go).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -35,4 +38,4 @@ case $output in
 esac
 
 mkdir -p "$(dirname "$output")" || exit 1
-cd "$here" && "$GO" build -buildvcs=false -o "$output" ./cmd/kaio-gobench
+cd "$here" && "$GO" build -buildvcs=false ${KAIO_GO_TAGS:+-tags "$KAIO_GO_TAGS"} -o "$output" ./cmd/kaio-gobench

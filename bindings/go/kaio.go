@@ -179,6 +179,7 @@ type slot struct {
 	vecCap int
 	subrc  C.int      // set (with a wake-up on done) when the submission was refused
 	done   chan int64 // the completion's res, from the reaper
+	st     stamps     // with -tags kaiostages: where its time goes
 }
 
 // Context is a libkaio context (kaio_ctx) with a reaper goroutine. Create
@@ -397,9 +398,21 @@ func (c *Context) reap() {
 			// EFAULT/EINVAL): nothing to do but wait for the next wake.
 			return
 		}
+		var now int64
+		if stagesOn && n > 0 {
+			now = stageNow()
+			for _, ev := range c.evs[:n] {
+				c.slots[ev.user_data].st.reaped.Store(now)
+			}
+		}
 		for i := 0; i < n; i++ {
 			ev := &c.evs[i]
 			c.slots[ev.user_data].done <- int64(ev.res)
+		}
+		if stagesOn && n > 0 {
+			stageSum.reaps.Add(1)
+			stageSum.reapEvents.Add(int64(n))
+			stageSum.deliver.Add(stageNow() - now)
 		}
 		if n < c.maxEv {
 			return
@@ -452,7 +465,17 @@ func (c *Context) flush(n int) {
 			bufs = append(bufs, *vb...)
 		}
 	}
+	var start int64
+	if stagesOn {
+		start = stageNow()
+		for _, j := range c.batchIdx[:n] {
+			c.slots[j].st.flushed.Store(start)
+		}
+	}
 	C.kaio_go_submit(c.c, c.ops, &c.batchIdx[0], C.uint(n), &c.batchSt[0], (*C.char)(c.msgs))
+	if stagesOn {
+		stageFlushed(n, stageNow()-start)
+	}
 	for i, b := range bufs {
 		b.release()
 		bufs[i] = nil
@@ -597,8 +620,14 @@ func (c *Context) do(op int, name string, fd int, b *Buffer, vec []*Buffer, bufO
 			}
 		}
 		s.subrc = 0
+		if stagesOn {
+			s.st.queued.Store(stageNow())
+		}
 		c.submit(idx)
 		res := <-s.done
+		if stagesOn && s.subrc == 0 {
+			s.stageDone()
+		}
 		if rc := s.subrc; rc < 0 {
 			// Capacity never refuses us (we hold a slot), but the kernel
 			// may have had no room for a moment: let others complete.

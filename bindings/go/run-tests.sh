@@ -75,6 +75,15 @@ else
 	comment_file "$out/vet.txt"
 	tap_line NOTOK "go vet ./..."
 fi
+# The stage-timing build (stages.go) is only for tuning: vetting and
+# testing it keeps it working.
+if "$GO" vet -tags kaiostages ./... >"$out/vet.txt" 2>&1 &&
+	"$GO" test -count=1 -tags kaiostages -run '^TestDebugStages$' . >>"$out/vet.txt" 2>&1; then
+	tap_line OK "go vet and TestDebugStages with -tags kaiostages"
+else
+	comment_file "$out/vet.txt"
+	tap_line NOTOK "go vet and TestDebugStages with -tags kaiostages"
+fi
 
 # run_tests LABEL [GO TEST FLAGS...]: one TAP line per top-level test.
 run_tests() {

@@ -8,6 +8,10 @@
 //	{"engine":"go","rw":"randread","depth":32,"bs":4096,"seconds":10.0,"ios":...,"iops":...,"cpu_us_per_io":...,"threads":...,"gomaxprocs":2,"version":"1.0.0"}
 //
 // threads is the most OS threads the process had (sampled every 50 ms).
+// --stages, with the binding built with -tags kaiostages
+// (KAIO_GO_TAGS=kaiostages build-bench.sh OUTPUT), adds where an I/O's
+// time goes, as means per I/O (see kaio.StageTimes): queued for a
+// submitter, in its flush, in the kernel, and back to its goroutine.
 // Compare with the C path on the same file: tools/kaio-bench --file F
 // --rw randread --bs 4k --depth 32 --time 10.
 package main
@@ -39,6 +43,7 @@ func main() {
 		ramp    = flag.Float64("ramp", 0, "seconds of warm-up before measuring")
 		seed    = flag.Int64("seed", 1, "seed of the offsets")
 		asJSON  = flag.Bool("json", false, "print one line of JSON")
+		stages  = flag.Bool("stages", false, "also print where an I/O's time goes (needs a build with -tags kaiostages)")
 	)
 	flag.Parse()
 	if *path == "" || *depth < 1 || *bs < 1 || *seconds <= 0 || *ramp < 0 || (*rw != "randread" && *rw != "randwrite") {
@@ -46,7 +51,11 @@ func main() {
 		os.Exit(2)
 	}
 	cfg := config{path: *path, write: *rw == "randwrite", depth: *depth, bs: *bs, size: *size,
-		seconds: *seconds, ramp: *ramp, seed: *seed, json: *asJSON}
+		seconds: *seconds, ramp: *ramp, seed: *seed, json: *asJSON, stages: *stages}
+	if _, ok := kaio.DebugStages(); cfg.stages && !ok {
+		fmt.Fprintln(os.Stderr, "kaio-gobench: --stages needs the binding built with -tags kaiostages (KAIO_GO_TAGS=kaiostages build-bench.sh ...)")
+		os.Exit(2)
+	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "kaio-gobench:", err)
 		os.Exit(1)
@@ -60,7 +69,7 @@ type config struct {
 	size          int64
 	seconds, ramp float64
 	seed          int64
-	json          bool
+	json, stages  bool
 }
 
 type sample struct {
@@ -157,8 +166,10 @@ func run(c config) error {
 	}
 	wait(c.ramp)
 	s0 := snap(&ios)
+	st0, _ := kaio.DebugStages()
 	wait(c.seconds)
 	s1 := snap(&ios)
+	st1, _ := kaio.DebugStages()
 	stop.Store(true)
 	wg.Wait()
 	if e := firstErr.Load(); e != nil {
@@ -175,14 +186,37 @@ func run(c config) error {
 	if c.write {
 		rwName = "randwrite"
 	}
+	stagesJSON, stagesText := "", ""
+	if c.stages {
+		stagesJSON, stagesText = describeStages(st1.Sub(st0))
+	}
 	if c.json {
-		fmt.Printf("{\"engine\":\"go\",\"rw\":\"%s\",\"depth\":%d,\"bs\":%d,\"seconds\":%.3f,\"ios\":%d,\"iops\":%.0f,\"cpu_us_per_io\":%.2f,\"threads\":%d,\"gomaxprocs\":%d,\"version\":\"%s\"}\n",
-			rwName, c.depth, c.bs, elapsed, n, iops, perIO, threads, runtime.GOMAXPROCS(0), kaio.Version())
+		fmt.Printf("{\"engine\":\"go\",\"rw\":\"%s\",\"depth\":%d,\"bs\":%d,\"seconds\":%.3f,\"ios\":%d,\"iops\":%.0f,\"cpu_us_per_io\":%.2f,\"threads\":%d,\"gomaxprocs\":%d,%s\"version\":\"%s\"}\n",
+			rwName, c.depth, c.bs, elapsed, n, iops, perIO, threads, runtime.GOMAXPROCS(0), stagesJSON, kaio.Version())
 	} else {
-		fmt.Printf("go binding: %s bs=%d depth=%d: %d I/Os in %.2f s = %.0f IOPS, %.2f us CPU per I/O, at most %d OS threads\n",
-			rwName, c.bs, c.depth, n, elapsed, iops, perIO, threads)
+		fmt.Printf("go binding: %s bs=%d depth=%d: %d I/Os in %.2f s = %.0f IOPS, %.2f us CPU per I/O, at most %d OS threads\n%s",
+			rwName, c.bs, c.depth, n, elapsed, iops, perIO, threads, stagesText)
 	}
 	return nil
+}
+
+// describeStages gives the means per I/O of st as a JSON member (with its
+// trailing comma) and as text lines.
+func describeStages(st kaio.StageTimes) (string, string) {
+	if st.Ops == 0 || st.Flushes == 0 || st.Reaps == 0 {
+		return "", "stages: nothing measured\n"
+	}
+	us := func(d time.Duration) float64 { return float64(d) / float64(st.Ops) / 1e3 }
+	q, s, k, w := us(st.Queue), us(st.Submit), us(st.Kernel), us(st.Wake)
+	perFlush := float64(st.FlushOps) / float64(st.Flushes)
+	perReap := float64(st.ReapEvents) / float64(st.Reaps)
+	deliver := float64(st.DeliverTime) / float64(st.Reaps) / 1e3
+	j := fmt.Sprintf("\"stages_us\":{\"queue\":%.1f,\"submit\":%.1f,\"kernel\":%.1f,\"wake\":%.1f},\"ops_per_flush\":%.1f,\"events_per_reap\":%.1f,\"deliver_us_per_reap\":%.1f,",
+		q, s, k, w, perFlush, perReap, deliver)
+	t := fmt.Sprintf("stages, mean us per I/O: queue %.1f, submit %.1f, kernel %.1f, wake %.1f (total %.1f)\n"+
+		"%.1f I/Os per flush; %.1f events per reap, delivered in %.1f us\n",
+		q, s, k, w, q+s+k+w, perFlush, perReap, deliver)
+	return j, t
 }
 
 func tvus(tv syscall.Timeval) int64 { return tv.Sec*1e6 + tv.Usec }

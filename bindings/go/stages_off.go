@@ -1,0 +1,5 @@
+//go:build !kaiostages
+
+package kaio
+
+const stagesOn = false
