@@ -1164,7 +1164,7 @@ void Context::unregister_waiter(Waiter *w)
 	}
 }
 
-int Context::settle_stale_wake(int remaining_ms)
+int Context::settle_stale_wake(int remaining_ms, unsigned busy_rounds)
 {
 	bool owed = false;
 	{
@@ -1179,7 +1179,14 @@ int Context::settle_stale_wake(int remaining_ms)
 	if (!owed)
 		return 0;
 	// Another waiter has a wake to see; it will return and leave the fd
-	// to be drained.  Meanwhile wait for completions only, briefly.
+	// to be drained.  Meanwhile wait for completions only, briefly: unless
+	// another thread holds the ring, which keeps the completion eventfd
+	// readable (see wait_for_ring); then sleep its step, since neither fd
+	// can tell us anything until one of them lets go.
+	if (busy_rounds > 0) {
+		struct timespec ts = ring_step(busy_rounds);
+		return ::ppoll(nullptr, 0, &ts, nullptr);
+	}
 	struct pollfd p = {evfd_, POLLIN, 0};
 	return ::poll(&p, 1, remaining_ms < 0 || remaining_ms > 1 ? 1 : remaining_ms);
 }
@@ -1207,10 +1214,17 @@ int Context::wait_for_ring(struct pollfd *wake, unsigned busy_rounds)
 		sched_yield();
 		return 0;
 	}
-	// At most 1 ms: never past the caller's deadline, which is >= 1 ms away.
-	const long us = busy_rounds - 3 >= 6 ? 1000 : 20L << (busy_rounds - 3);
-	struct timespec ts = {0, us * 1000};
+	struct timespec ts = ring_step(busy_rounds);
 	return ::ppoll(wake, 1, &ts, nullptr);
+}
+
+// The sleep of a waiter's look number busy_rounds (>= 3) at a held ring:
+// 20 us, doubling, at most 1 ms: never past the caller's deadline, which
+// is >= 1 ms away.
+struct timespec Context::ring_step(unsigned busy_rounds)
+{
+	const long us = busy_rounds - 3 >= 6 ? 1000 : 20L << (busy_rounds - 3);
+	return {0, us * 1000};
 }
 
 int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int timeout_ms)
@@ -1260,7 +1274,7 @@ int Context::wait(struct kaio_event *events, unsigned min, unsigned max, int tim
 			                     : ::poll(pfd, 2, remaining);
 		if (pr > 0 && (pfd[1].revents & POLLIN) &&
 		    wake_gen_.load(std::memory_order_seq_cst) == w.start_gen)
-			pr = settle_stale_wake(remaining); // a wake from before we started
+			pr = settle_stale_wake(remaining, busy_rounds); // a wake not for us
 		const int perr = errno;
 		if (room)
 			blocked_.fetch_sub(1, std::memory_order_seq_cst);

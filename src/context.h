@@ -6,6 +6,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <ctime>
 #include <mutex>
 #include <poll.h>
 #include <sys/uio.h>
@@ -152,8 +153,9 @@ private:
 
 	void register_waiter(Waiter *w);
 	void unregister_waiter(Waiter *w);
-	int settle_stale_wake(int remaining_ms);
+	int settle_stale_wake(int remaining_ms, unsigned busy_rounds);
 	int wait_for_ring(struct pollfd *wake, unsigned busy_rounds);
+	static struct timespec ring_step(unsigned busy_rounds);
 	void drain_wakefd(uint64_t gen);
 	void signal_blocked_waiters();
 

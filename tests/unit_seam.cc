@@ -1175,6 +1175,72 @@ void test_wait_does_not_spin_on_a_held_ring(void **state)
 	close(hole.fd);
 }
 
+// The same while a wake is owed to another waiter: a thread in kaio_wait
+// whose callback is still running when kaio_ctx_wake comes keeps the wake
+// eventfd readable until it returns, so a second waiter's sleep on that fd
+// returned at once, and then its look at the completion eventfd, which the
+// ring's holder keeps readable, too: it spun until one of them let go.
+std::atomic<int> cb_state; // 1: in the callback; 2: let it return
+
+void blocking_callback(const struct kaio_event *)
+{
+	cb_state.store(1);
+	while (cb_state.load() != 2)
+		usleep(1000);
+}
+
+void test_wait_does_not_spin_on_a_held_ring_while_a_wake_is_owed(void **state)
+{
+	auto *f = static_cast<Fixture *>(*state);
+	use_ring_ctx(f, 16);
+	hole = {f->ctx, open_holes(), f->buf, 0, 0, 0};
+	cb_state.store(0);
+	assert_int_equal(kaio_read(f->ctx, hole.fd, 0, f->buf, 0, 4096, blocking_callback, 99), 0);
+	int a_got = -1;
+	std::thread a([&] { a_got = kaio_wait(f->ctx, nullptr, 1, 0, 5000); });
+	for (int i = 0; i < 2000 && cb_state.load() != 1; i++)
+		usleep(1000);
+	if (cb_state.load() != 1) {
+		cb_state.store(2);
+		a.join();
+		fail_msg("the first waiter never ran its callback");
+	}
+	assert_int_equal(kaio_ctx_wake(f->ctx), 0); // owed to A, in its callback
+
+	submit_holes(1);
+	assert_int_equal(hole.refused, 0);
+	ring_hold.store(1);
+	seam_ring_reap = ring_reap_held;
+	int b_got = -1;
+	struct kaio_event bev[4];
+	std::thread b([&] { b_got = kaio_poll(f->ctx, bev, 4); });
+	for (int i = 0; i < 2000 && ring_hold.load() < 2; i++)
+		usleep(1000);
+	const bool held = ring_hold.load() >= 2;
+	struct kaio_event ev[4];
+	const double cpu0 = thread_cpu_ms();
+	const int n = held ? kaio_wait(f->ctx, ev, 1, 4, kHoldMs + 100) : -1;
+	const double cpu = thread_cpu_ms() - cpu0;
+	b.join();
+	seam_ring_reap = nullptr;
+	cb_state.store(2);
+	a.join();
+	if (!held)
+		fail_msg("the other thread's kaio_poll never read the ring: nothing was staged");
+	assert_int_equal(a_got, 0); // its callback ran; callbacks are not counted
+	assert_int_equal(n, 0);
+	assert_int_equal(b_got, 1);
+	assert_int_equal(bev[0].res, 4096);
+	kaio_buf_unref(bev[0].buf);
+	kt_figure_add("held_ring_owed_wake_wait_cpu_us", (long long)(cpu * 1000));
+	if (cpu > kHoldMs / 4.0)
+		fail_msg("kaio_wait used %.1f ms of CPU in %d ms while another thread held the ring "
+		         "and a wake was owed to a third: it spun on the readable eventfds",
+		         cpu, kHoldMs + 100);
+	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
+	close(hole.fd);
+}
+
 } // namespace
 
 int main(void)
@@ -1207,6 +1273,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_overflow_keeps_readiness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wait_does_not_spin_on_a_held_ring, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_wait_does_not_spin_on_a_held_ring_while_a_wake_is_owed, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
