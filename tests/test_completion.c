@@ -1502,6 +1502,44 @@ static void test_eventfd_full_counter(void **state)
 	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
 }
 
+/* Contract (kaio_ctx_fd): "kaio_poll/kaio_wait drain it before they reap".
+ * One read, its completion posted (the eventfd readable): the call that
+ * copies its event leaves the eventfd quiet, with nothing else in flight
+ * to signal after the drain -- for kaio_poll, for kaio_wait, and for a
+ * read with a callback reaped by kaio_poll.  Catches a drain deferred to
+ * the next call that finds nothing (a level-triggered loop then wakes once
+ * more per burst, for nothing). */
+static void test_eventfd_drained_by_the_reap(void **state)
+{
+	(void)state;
+	kaio_ctx *ctx = kt_ctx(8, 0);
+	const int efd = kaio_ctx_fd(ctx);
+	assert_true(efd >= 0);
+	kaio_buf *b = kt_buf(BLK);
+	static const char *const how[] = { "kaio_poll", "kaio_wait", "kaio_poll, with a callback" };
+	for (int h = 0; h < 3; h++) {
+		EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, h == 2 ? record_cb : NULL, 7), 0);
+		struct pollfd p = { .fd = efd, .events = POLLIN };
+		if (poll(&p, 1, 5000) != 1)
+			fail_msg("%s: the read's completion never made the eventfd readable", how[h]);
+		struct kaio_event ev[4];
+		int rc = h == 1 ? kaio_wait(ctx, ev, 1, 4, 5000) : kaio_poll(ctx, ev, 4);
+		if (rc != (h == 2 ? 0 : 1))
+			fail_msg("%s returned %d (%s)", how[h], rc, kaio_last_error());
+		if (h != 2) {
+			assert_int_equal(ev[0].user_data, 7);
+			assert_int_equal(ev[0].res, BLK);
+			kaio_buf_unref(ev[0].buf);
+		}
+		assert_int_equal(kaio_ctx_inflight(ctx), 0);
+		if (readable_now(efd))
+			fail_msg("%s delivered the only completion but left the eventfd readable: "
+				 "it did not drain it before it reaped", how[h]);
+	}
+	kaio_buf_unref(b);
+	EXPECT_RC(kaio_ctx_destroy(ctx), 0);
+}
+
 /* Contract (kaio_ctx_fd): "Readiness may be spurious, never persistent:
  * kaio_poll/kaio_wait drain it before they reap"; kaio_wait blocks "until at
  * least min completions were delivered ... or timeout_ms passed"; a
@@ -1610,6 +1648,7 @@ int main(void)
 		cmocka_unit_test(test_submission_never_delivers_buffered),
 		cmocka_unit_test(test_eventfd_edge_triggered),
 		cmocka_unit_test(test_eventfd_full_counter),
+		cmocka_unit_test(test_eventfd_drained_by_the_reap),
 		cmocka_unit_test(test_eventfd_spurious_readiness),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
