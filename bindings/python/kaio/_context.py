@@ -204,7 +204,7 @@ def _resolve_vec(bufs):
 class Context:
     """A libkaio context: at most ``capacity`` operations in flight.
 
-    ``Context(capacity=64, *, allow_buffered=False, single_thread=False)``
+    ``Context(capacity=64, allow_buffered=False, *, single_thread=False)``
 
     Blocking methods (``read``, ``write``, ``fsync``, ``fdatasync``) may be
     called from any thread; coroutine methods (``read_async``, ...) from one
@@ -223,7 +223,7 @@ class Context:
     (BrokenPipeError), and so does every later call.
     """
 
-    def __init__(self, capacity=64, *, allow_buffered=False, single_thread=False):
+    def __init__(self, capacity=64, allow_buffered=False, *, single_thread=False):
         capacity = operator.index(capacity)
         if not 0 <= capacity <= 0xFFFFFFFF:
             raise invalid("kaio.Context: capacity %d is outside 1..65536" % capacity)

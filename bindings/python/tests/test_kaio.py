@@ -931,6 +931,11 @@ class TestErrors(KaioTest):
         self.assertEqual(bytes(buf), pattern(0))
         self.assertEqual(self.run_async(buffered.read_async(fd, buf, 0)), BS)
         self.assertEqual(kaio.fd_alignment(fd), (0, 0))
+        # BINDINGS.md's signature, Context(capacity, allow_buffered=False):
+        # positional too.
+        positional = kaio.Context(4, True)
+        self.addCleanup(positional.close)
+        self.assertEqual(positional.read(fd, buf, 0), BS)
 
     def test_refused_buffers(self):
         fd = self.make_file("f", blocks=1)
