@@ -16,11 +16,14 @@ import (
 // data is copied to or from p. Its methods are safe for concurrent use.
 //
 // A WriteAt whose offset or length is not aligned is a read-modify-write
-// of the partial blocks at its ends, done under a per-file lock (aligned
-// writes and reads share that lock, so none of them interleaves with a
-// read-modify-write); the file is then truncated back to max(old size,
-// off+len(p)), so its size is what os.File.WriteAt would give. That needs
-// read access: open the file os.O_RDWR.
+// of the partial blocks at its ends, done under a lock of the file's
+// (aligned writes and reads share that lock, so none of them interleaves
+// with a read-modify-write); the file is then truncated back to max(old
+// size, off+len(p)), so its size is what os.File.WriteAt would give. That
+// needs read access: open the file os.O_RDWR. Every File of the process
+// open on the same file (device and inode) shares that lock, so writes
+// through two of them do not undo each other; writers through other
+// descriptors (os.File, other processes) are not covered.
 type File struct {
 	ctx        *Context
 	f          *os.File
@@ -31,7 +34,45 @@ type File struct {
 	appendMode bool
 	regular    bool // a regular file: an unaligned write restores its size
 	gate       gate
-	mu         sync.RWMutex // exclusive for a read-modify-write
+	mu         *sync.RWMutex // exclusive for a read-modify-write; shared by the file's Files
+	lockKey    fileKey
+}
+
+// fileKey names a file (device and inode) for the locks Files share.
+type fileKey struct{ dev, ino uint64 }
+
+// fileLocks holds a lock per file that Files of the process have open,
+// with the number of those Files.
+var fileLocks = struct {
+	sync.Mutex
+	m map[fileKey]*sharedLock
+}{m: map[fileKey]*sharedLock{}}
+
+type sharedLock struct {
+	mu   sync.RWMutex
+	refs int
+}
+
+func lockFor(k fileKey) *sync.RWMutex {
+	fileLocks.Lock()
+	defer fileLocks.Unlock()
+	l := fileLocks.m[k]
+	if l == nil {
+		l = &sharedLock{}
+		fileLocks.m[k] = l
+	}
+	l.refs++
+	return &l.mu
+}
+
+func unlockFor(k fileKey) {
+	fileLocks.Lock()
+	defer fileLocks.Unlock()
+	if l := fileLocks.m[k]; l != nil {
+		if l.refs--; l.refs == 0 {
+			delete(fileLocks.m, k)
+		}
+	}
 }
 
 var _ io.ReaderAt = (*File)(nil)
@@ -82,6 +123,13 @@ func OpenFile(ctx *Context, name string, flag int, perm os.FileMode) (*File, err
 		chunk = align
 	}
 	chunk -= chunk % align
+	var key fileKey
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		key = fileKey{uint64(st.Dev), st.Ino}
+	} else {
+		f.Close()
+		return nil, newError("OpenFile", syscall.EINVAL, "cannot tell the device and inode of "+name)
+	}
 	return &File{
 		ctx:        ctx,
 		f:          f,
@@ -92,6 +140,8 @@ func OpenFile(ctx *Context, name string, flag int, perm os.FileMode) (*File, err
 		appendMode: flag&syscall.O_APPEND != 0,
 		regular:    fi.Mode().IsRegular(),
 		gate:       newGate(),
+		mu:         lockFor(key),
+		lockKey:    key,
 	}, nil
 }
 
@@ -146,6 +196,7 @@ func (f *File) Close() error {
 	}
 	f.gate.wait()
 	f.ctx.forgetFd(f.fd)
+	unlockFor(f.lockKey)
 	return f.f.Close()
 }
 

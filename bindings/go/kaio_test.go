@@ -916,10 +916,13 @@ func TestFileReadAtEOF(t *testing.T) {
 
 // Unaligned writes to neighbouring records that share blocks, from many
 // goroutines at once: the read-modify-writes must not lose each other.
+// Unaligned records written at once by 64 goroutines through two Files
+// on the same path (they share the file's lock: each one's read-modify-
+// write and truncate-back would otherwise undo the other's writes).
 func TestFileConcurrentUnalignedWriters(t *testing.T) {
 	ctx := newCtx(t, 16)
 	path := tempPath(t)
-	f := openFile(t, ctx, path, os.O_RDWR|os.O_CREATE)
+	files := []*File{openFile(t, ctx, path, os.O_RDWR|os.O_CREATE), openFile(t, ctx, path, os.O_RDWR)}
 	const writers, rec = 64, 100
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
@@ -927,7 +930,7 @@ func TestFileConcurrentUnalignedWriters(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			p := bytes.Repeat([]byte{byte('A' + w%26)}, rec)
-			if n, err := f.WriteAt(p, int64(w*rec)); n != rec || err != nil {
+			if n, err := files[w%2].WriteAt(p, int64(w*rec)); n != rec || err != nil {
 				t.Errorf("writer %d: %d, %v", w, n, err)
 			}
 		}(w)
@@ -944,6 +947,48 @@ func TestFileConcurrentUnalignedWriters(t *testing.T) {
 		if want := bytes.Repeat([]byte{byte('A' + w%26)}, rec); !bytes.Equal(got[w*rec:(w+1)*rec], want) {
 			t.Fatalf("record %d was lost", w)
 		}
+	}
+}
+
+// The lock Files share is the file's, and goes when its last File closes.
+func TestFileSharedLock(t *testing.T) {
+	ctx := newCtx(t, 4)
+	path, other := tempPath(t), tempPath(t)
+	a, err := OpenFile(ctx, path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenFile(ctx, path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenFile(ctx, other, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.mu != b.mu || a.mu == c.mu {
+		t.Fatal("Files on one file must share its lock, and only those")
+	}
+	count := func(k fileKey) int {
+		fileLocks.Lock()
+		defer fileLocks.Unlock()
+		if l := fileLocks.m[k]; l != nil {
+			return l.refs
+		}
+		return 0
+	}
+	if n := count(a.lockKey); n != 2 {
+		t.Fatalf("%d Files counted on the file, want 2", n)
+	}
+	a.Close()
+	a.Close() // a second Close must not drop b's share
+	if n := count(b.lockKey); n != 1 {
+		t.Fatalf("%d Files counted after one closed (twice), want 1", n)
+	}
+	b.Close()
+	c.Close()
+	if n := count(b.lockKey) + count(c.lockKey); n != 0 {
+		t.Fatalf("locks left after every File closed: %d", n)
 	}
 }
 
