@@ -90,7 +90,11 @@ _PROTOTYPES = {
 }
 
 for _name, (_res, _args) in _PROTOTYPES.items():
-    _f = getattr(lib, _name)
+    try:
+        _f = getattr(lib, _name)
+    except AttributeError:
+        raise LibraryNotFound(
+            "%s is not libkaio 1.x: it has no %s()" % (lib._name, _name)) from None
     _f.restype = _res
     _f.argtypes = _args
 del _name, _res, _args, _f

@@ -1146,12 +1146,20 @@ class TestModule(KaioTest):
         self.assertRefused(cm, errno.EBADF)
 
     def test_library_lookup(self):
-        env = dict(os.environ, KAIO_LIBRARY=self.path("no-such-libkaio.so.1"))
+        env = dict(os.environ, KAIO_LIBRARY=self.path("no-such-libkaio.so.1"),
+                   PYTHONDONTWRITEBYTECODE="1")
         r = subprocess.run([sys.executable, "-c", "import kaio"], env=env, cwd=PKG_ROOT,
                            capture_output=True, text=True, timeout=60)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("LibraryNotFound", r.stderr)
         self.assertIn("KAIO_LIBRARY", r.stderr)
+        # another library there: said so, not an AttributeError
+        env = dict(os.environ, KAIO_LIBRARY="libc.so.6", PYTHONDONTWRITEBYTECODE="1")
+        r = subprocess.run([sys.executable, "-c", "import kaio"], env=env, cwd=PKG_ROOT,
+                           capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("LibraryNotFound", r.stderr)
+        self.assertIn("is not libkaio", r.stderr)
         # the loaded library is the one asked for, when asked
         if os.environ.get("KAIO_LIBRARY"):
             self.assertEqual(kaio.library_path(), os.environ["KAIO_LIBRARY"])
