@@ -1000,11 +1000,11 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	// never left persistent, so every call drains a stale count, and only
 	// take_completions may do that: it drains as the ring's owner and
 	// looks at the ring after the drain (or leaves both to the thread that
-	// owns the ring).  A drain with no look after
-	// it would eat the signal of a completion that came just before it
-	// (work another thread submitted after inflight() was read, or after
-	// the owner's last look), leaving the event in the ring with nothing
-	// to announce it: a thread waiting on the eventfd would wait for ever.
+	// owns the ring).  A drain with no look after it would eat the signal
+	// of a completion that came just before it (work another thread
+	// submitted after inflight() was read, or after the owner's last
+	// look), leaving the event in the ring with nothing to announce it: a
+	// thread waiting on the eventfd would wait for ever.
 	unsigned taken = 0;
 	bool looked = false, queued_here = false, last_full = false;
 	while (taken < capacity_ &&
@@ -1205,10 +1205,11 @@ int Context::wake()
 // holds the ring, after its drain, leave the completion eventfd readable
 // until it (or the next reaper) drains again, so poll(2) on it would
 // return at once, again and again: a spin for as long as the owner keeps
-// the ring (microseconds, or a whole timeslice if it is preempted there).  So give it the CPU first, then
-// sleep in short, growing steps (20 us to 1 ms) on the wake eventfd only:
-// kaio_ctx_wake still ends the wait at once, and events queued for this
-// waiter are taken by the next look.  Returns as poll(2) does.
+// the ring (microseconds, or a whole timeslice if it is preempted there).
+// So give it the CPU first, then sleep in short, growing steps (20 us to
+// 1 ms) on the wake eventfd only: kaio_ctx_wake still ends the wait at
+// once, and events queued for this waiter are taken by the next look.
+// Returns as poll(2) does.
 int Context::wait_for_ring(struct pollfd *wake, unsigned busy_rounds)
 {
 	if (busy_rounds <= 2) {
