@@ -1006,7 +1006,7 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	// look), leaving the event in the ring with nothing to announce it: a
 	// thread waiting on the eventfd would wait for ever.
 	unsigned taken = 0;
-	bool looked = false, queued_here = false, last_full = false;
+	bool looked = false, queued_here = false;
 	while (taken < capacity_ &&
 	       (!looked || inflight() > queued_.load(std::memory_order_relaxed))) {
 		looked = true;
@@ -1030,21 +1030,21 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 		}
 		free_chain(&freed);
 		taken += unsigned(r);
-		last_full = r == kReapBatch; // the ring may hold more
-		if (!last_full)
+		if (r < kReapBatch)
 			break;
 	}
-	// What this call leaves behind must stay announced: a drain (this
-	// call's, or another thread's just before this one took the ring) may
-	// have eaten the signals of events it queued for want of room in
-	// events[], or of events left in the ring when it stopped on its
-	// budget after a full batch; an event loop on the eventfd (edge-
-	// triggered too) or a blocked kaio_wait would never hear of them.  So
-	// make it readable again: spurious readiness is allowed, and the next
-	// reap that finds nothing clears it.  Otherwise, if a drain ate the
-	// signal meant for a blocked kaio_wait with room while events queued
-	// by another thread wait, hand the signal on.
-	if (queued_here || (last_full && inflight() > queued_.load(std::memory_order_seq_cst)))
+	// What this call leaves behind must stay announced.  Events left in
+	// the ring (a stop on the budget) signalled after this call's drain,
+	// which came before its first look: at most capacity events were
+	// there then, and the budget takes them all.  But events it queued
+	// for want of room in events[] were taken from the ring, their
+	// signals drained: an event loop on the eventfd (edge-triggered too)
+	// or a blocked kaio_wait would never hear of them.  So make it
+	// readable again: spurious readiness is allowed, and the next reap
+	// drains it.  Otherwise, if the drain ate the signal meant for a
+	// blocked kaio_wait with room while events queued by another thread
+	// wait, hand the signal on.
+	if (queued_here)
 		rearm_eventfd();
 	else if (queued_.load(std::memory_order_seq_cst) > 0)
 		signal_blocked_waiters();
