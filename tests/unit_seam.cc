@@ -1141,42 +1141,63 @@ double thread_cpu_ms()
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+// What a kaio_wait did beside a ring held by another thread.
+struct HeldRingWait {
+	bool held = false;     // the other thread's kaio_poll took the ring
+	int n = -1, b_got = -1; // kaio_wait's and kaio_poll's results
+	struct kaio_event bev[4];
+	double cpu_ms = 0;     // this thread's CPU time in kaio_wait
+};
+
+// One hole read completes; another thread's kaio_poll takes the ring and
+// holds it kHoldMs; meanwhile this thread's kaio_wait(min 1) runs for
+// kHoldMs + 100 ms, its CPU time measured.  The hole's context is set.
+HeldRingWait wait_beside_a_held_ring(kaio_ctx *ctx)
+{
+	HeldRingWait r;
+	submit_holes(1);
+	assert_int_equal(hole.refused, 0);
+	ring_hold.store(1);
+	seam_ring_reap = ring_reap_held;
+	std::thread b([&] { r.b_got = kaio_poll(ctx, r.bev, 4); });
+	for (int i = 0; i < 2000 && ring_hold.load() < 2; i++)
+		usleep(1000);
+	r.held = ring_hold.load() >= 2;
+	struct kaio_event ev[4];
+	const double cpu0 = thread_cpu_ms();
+	if (r.held)
+		r.n = kaio_wait(ctx, ev, 1, 4, kHoldMs + 100);
+	r.cpu_ms = thread_cpu_ms() - cpu0;
+	b.join();
+	seam_ring_reap = nullptr;
+	return r;
+}
+
+// The wait found nothing and did not spin; the other thread got the read.
+void check_held_ring_wait(kaio_ctx *ctx, HeldRingWait &r, const char *figure, const char *while_)
+{
+	if (!r.held)
+		fail_msg("the other thread's kaio_poll never read the ring: nothing was staged");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.b_got, 1);
+	assert_int_equal(r.bev[0].res, 4096);
+	kaio_buf_unref(r.bev[0].buf);
+	kt_figure_add(figure, (long long)(r.cpu_ms * 1000));
+	if (r.cpu_ms > kHoldMs / 4.0)
+		fail_msg("kaio_wait used %.1f ms of CPU in %d ms while another thread held the ring%s: "
+		         "it spun on the readable eventfds",
+		         r.cpu_ms, kHoldMs + 100, while_);
+	assert_int_equal(kaio_ctx_inflight(ctx), 0);
+	close(hole.fd);
+}
+
 void test_wait_does_not_spin_on_a_held_ring(void **state)
 {
 	auto *f = static_cast<Fixture *>(*state);
 	use_ring_ctx(f, 16);
 	hole = {f->ctx, open_holes(), f->buf, 0, 0, 0};
-	submit_holes(1);
-	assert_int_equal(hole.refused, 0);
-	ring_hold.store(1);
-	seam_ring_reap = ring_reap_held;
-	int b_got = -1;
-	struct kaio_event bev[4];
-	std::thread b([&] { b_got = kaio_poll(f->ctx, bev, 4); });
-	for (int i = 0; i < 2000 && ring_hold.load() < 2; i++)
-		usleep(1000);
-	if (ring_hold.load() < 2) {
-		b.join();
-		seam_ring_reap = nullptr;
-		fail_msg("the other thread's kaio_poll never read the ring: nothing was staged");
-	}
-	struct kaio_event ev[4];
-	const double cpu0 = thread_cpu_ms();
-	int n = kaio_wait(f->ctx, ev, 1, 4, kHoldMs + 100);
-	const double cpu = thread_cpu_ms() - cpu0;
-	b.join();
-	seam_ring_reap = nullptr;
-	assert_int_equal(n, 0);
-	assert_int_equal(b_got, 1);
-	assert_int_equal(bev[0].res, 4096);
-	kaio_buf_unref(bev[0].buf);
-	kt_figure_add("held_ring_wait_cpu_us", (long long)(cpu * 1000));
-	if (cpu > kHoldMs / 4.0)
-		fail_msg("kaio_wait used %.1f ms of CPU in %d ms while another thread held the ring: "
-		         "it spun on the readable eventfd",
-		         cpu, kHoldMs + 100);
-	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
-	close(hole.fd);
+	HeldRingWait r = wait_beside_a_held_ring(f->ctx);
+	check_held_ring_wait(f->ctx, r, "held_ring_wait_cpu_us", "");
 }
 
 // The same while a wake is owed to another waiter: a thread in kaio_wait
@@ -1210,39 +1231,12 @@ void test_wait_does_not_spin_on_a_held_ring_while_a_wake_is_owed(void **state)
 		fail_msg("the first waiter never ran its callback");
 	}
 	assert_int_equal(kaio_ctx_wake(f->ctx), 0); // owed to A, in its callback
-
-	submit_holes(1);
-	assert_int_equal(hole.refused, 0);
-	ring_hold.store(1);
-	seam_ring_reap = ring_reap_held;
-	int b_got = -1;
-	struct kaio_event bev[4];
-	std::thread b([&] { b_got = kaio_poll(f->ctx, bev, 4); });
-	for (int i = 0; i < 2000 && ring_hold.load() < 2; i++)
-		usleep(1000);
-	const bool held = ring_hold.load() >= 2;
-	struct kaio_event ev[4];
-	const double cpu0 = thread_cpu_ms();
-	const int n = held ? kaio_wait(f->ctx, ev, 1, 4, kHoldMs + 100) : -1;
-	const double cpu = thread_cpu_ms() - cpu0;
-	b.join();
-	seam_ring_reap = nullptr;
+	HeldRingWait r = wait_beside_a_held_ring(f->ctx);
 	cb_state.store(2);
 	a.join();
-	if (!held)
-		fail_msg("the other thread's kaio_poll never read the ring: nothing was staged");
 	assert_int_equal(a_got, 0); // its callback ran; callbacks are not counted
-	assert_int_equal(n, 0);
-	assert_int_equal(b_got, 1);
-	assert_int_equal(bev[0].res, 4096);
-	kaio_buf_unref(bev[0].buf);
-	kt_figure_add("held_ring_owed_wake_wait_cpu_us", (long long)(cpu * 1000));
-	if (cpu > kHoldMs / 4.0)
-		fail_msg("kaio_wait used %.1f ms of CPU in %d ms while another thread held the ring "
-		         "and a wake was owed to a third: it spun on the readable eventfds",
-		         cpu, kHoldMs + 100);
-	assert_int_equal(kaio_ctx_inflight(f->ctx), 0);
-	close(hole.fd);
+	check_held_ring_wait(f->ctx, r, "held_ring_owed_wake_wait_cpu_us",
+	                     " and a wake was owed to a third");
 }
 
 } // namespace
