@@ -1,6 +1,6 @@
 #!/bin/sh
-# Tests of bench/compare's arithmetic (no I/O): `--from-json` summarises a
-# made-up run whose answers are known.  The bindings are divided by the C-API
+# Tests of bench/compare's arithmetic (no I/O): `--from-json` summarises
+# made-up runs whose answers are known (one, or two pooled).  The bindings are divided by the C-API
 # engine with the best median over the run, in the same round, not by the
 # best of the four in each round; rounds with steal (5% or more) in either
 # run leave the "without steal" figures; the per-round best of four is still
@@ -39,7 +39,7 @@ json.dump({"results": {"real d32": eng}, "counts": None,
            "args": {"rounds": 5, "time": "3"}}, open(sys.argv[1], "w"))
 EOF
 
-tap_plan 6
+tap_plan 8
 if python3 "$compare" --from-json "$dir/run.json" >"$dir/out" 2>&1; then
 	tap_pass "--from-json summarises a saved run"
 else
@@ -79,4 +79,17 @@ case $row in
 	tap_pass "a ratio under the aim is not met" ;;
 *) tap_fail "a ratio under the aim is not met" "$row" ;;
 esac
+# Two files pooled: go's ten ratios 0.90 x4, 0.40, 0.80 x4, 0.40 -> 0.80.
+python3 "$compare" --from-json "$dir/run.json" "$dir/slow.json" >"$dir/out3" 2>&1
+row=$(grep '^| real d32 | go |' "$dir/out3")
+case $row in
+"| real d32 | go | kaio-cb | 0.80 (0.40–0.90) |"*"| 6 |"*)
+	tap_pass "several files are pooled round by round" ;;
+*) tap_fail "several files are pooled round by round" "$row" ;;
+esac
+if grep -q "medians over 10 rounds" "$dir/out3"; then
+	tap_pass "the pooled rounds are counted"
+else
+	tap_fail_file "the pooled rounds are counted" "$dir/out3"
+fi
 tap_finish
