@@ -914,11 +914,11 @@ func TestFileReadAtEOF(t *testing.T) {
 	}
 }
 
-// Unaligned writes to neighbouring records that share blocks, from many
-// goroutines at once: the read-modify-writes must not lose each other.
-// Unaligned records written at once by 64 goroutines through two Files
-// on the same path (they share the file's lock: each one's read-modify-
-// write and truncate-back would otherwise undo the other's writes).
+// Unaligned writes to neighbouring records that share blocks, from 64
+// goroutines at once through two Files on the same path: the read-modify-
+// writes must not lose each other (the Files share the file's lock; each
+// one's read-modify-write and truncate-back would otherwise undo the
+// other's writes).
 func TestFileConcurrentUnalignedWriters(t *testing.T) {
 	ctx := newCtx(t, 16)
 	path := tempPath(t)
