@@ -1,10 +1,12 @@
 #!/bin/sh
 # Tests of bench/compare's arithmetic (no I/O): `--from-json` summarises
-# made-up runs whose answers are known (one, or two pooled).  The bindings are divided by the C-API
-# engine with the best median over the run, in the same round, not by the
-# best of the four in each round; rounds with steal (5% or more) in either
-# run leave the "without steal" figures; the per-round best of four is still
-# shown.  Prints TAP; exits 0 when all pass, 77 without python3, else 1.
+# made-up runs whose answers are known (one, or two pooled).  The bindings
+# are divided by the C-API engine with the best median over the run, in the
+# same round, not by the best of the four in each round; rounds with steal
+# (5% or more) in either run leave the "without steal" figures; the
+# per-round best of four is still shown; the median's 90% interval is a
+# bootstrap over the rounds.  Prints TAP; exits 0 when all pass, 77 without
+# python3, else 1.
 #
 # Environment: KAIO_TOP_SRCDIR (default .).
 
@@ -39,7 +41,7 @@ json.dump({"results": {"real d32": eng}, "counts": None,
            "args": {"rounds": 5, "time": "3"}}, open(sys.argv[1], "w"))
 EOF
 
-tap_plan 8
+tap_plan 10
 if python3 "$compare" --from-json "$dir/run.json" >"$dir/out" 2>&1; then
 	tap_pass "--from-json summarises a saved run"
 else
@@ -86,6 +88,20 @@ case $row in
 "| real d32 | go | kaio-cb | 0.80 (0.40–0.90) |"*"| 6 |"*)
 	tap_pass "several files are pooled round by round" ;;
 *) tap_fail "several files are pooled round by round" "$row" ;;
+esac
+# The bootstrap interval of that median: a median under 0.80 needs five of
+# the ten draws to be 0.40 (3% of resamples), one of 0.90 six to be 0.90
+# (17%): the middle 90% runs from 0.80 to 0.90.
+case $row in
+*"| ≥ 0.85 **not met** | 0.80–0.90 |"*)
+	tap_pass "the median's 90% interval is a bootstrap over the rounds" ;;
+*) tap_fail "the median's 90% interval is a bootstrap over the rounds" "$row" ;;
+esac
+row=$(grep '^| real d32 | python |' "$dir/out3")
+case $row in
+*"| ≥ 0.40 met | 0.50–0.50 |"*)
+	tap_pass "rounds that all agree give an interval of one point" ;;
+*) tap_fail "rounds that all agree give an interval of one point" "$row" ;;
 esac
 if grep -q "medians over 10 rounds" "$dir/out3"; then
 	tap_pass "the pooled rounds are counted"
