@@ -467,7 +467,7 @@ KAIO_API int kaio_fd_alignment(int fd, uint32_t *mem_align, uint32_t *offset_ali
 	if (fd < 0)
 		return fail(EBADF, "kaio_fd_alignment: fd %d is negative", fd);
 	kaio::FdInfo info;
-	int rc = kaio::learn_fd(fd, &info);
+	int rc = kaio::learn_fd(fd, &info, "kaio_fd_alignment");
 	if (rc < 0)
 		return rc;
 	if (mem_align)

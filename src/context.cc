@@ -421,7 +421,7 @@ int Context::validate(const struct kaio_op &op, FdInfo *info)
 			            op_name(op.op), static_cast<unsigned long long>(op.offset));
 		if (op.rw_flags)
 			return fail(EINVAL, "%s: rw_flags apply only to reads and writes", op_name(op.op));
-		return fdcache_.get(op.fd, info);
+		return fdcache_.get(op.fd, info, op_name(op.op));
 	default:
 		return fail(EINVAL, "unknown operation code %u (expected KAIO_OP_READ..KAIO_OP_FDATASYNC)",
 		            op.op);
@@ -564,13 +564,13 @@ int rw_refusal(const struct kaio_op &op, uint64_t total, const FdInfo &info,
 
 int Context::check_fd_for_rw(const struct kaio_op &op, uint64_t total, FdInfo *info)
 {
-	int rc = fdcache_.get(op.fd, info);
+	int rc = fdcache_.get(op.fd, info, op_name(op.op));
 	if (rc < 0)
 		return rc;
 	if (rw_refusal(op, total, *info, allow_buffered_, false) == 0)
 		return 0;
 	// A cached answer is never trusted for a refusal: learn the fd again.
-	rc = fdcache_.refresh(op.fd, info);
+	rc = fdcache_.refresh(op.fd, info, op_name(op.op));
 	if (rc < 0)
 		return rc;
 	int err = rw_refusal(op, total, *info, allow_buffered_, true);

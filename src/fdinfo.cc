@@ -96,12 +96,12 @@ void learn_alignment(int fd, const struct statx *st, unsigned maj, unsigned min,
 
 } // namespace
 
-int learn_fd(int fd, FdInfo *out)
+int learn_fd(int fd, FdInfo *out, const char *what)
 {
 	*out = FdInfo{};
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
-		return fail(EBADF, "fd %d is not an open file descriptor", fd);
+		return fail(EBADF, "%s: fd %d is not an open file descriptor", what, fd);
 	int acc = fl & O_ACCMODE;
 	out->direct = (fl & O_DIRECT) != 0;
 	out->readable = acc == O_RDONLY || acc == O_RDWR;
@@ -226,9 +226,9 @@ std::atomic<uint64_t> *FdCache::entry(int fd, bool create)
 	return &chunk[fd & (kChunk - 1)];
 }
 
-int FdCache::refresh(int fd, FdInfo *out)
+int FdCache::refresh(int fd, FdInfo *out, const char *what)
 {
-	int rc = learn_fd(fd, out);
+	int rc = learn_fd(fd, out, what);
 	std::atomic<uint64_t> *slot = entry(fd, rc == 0);
 	if (slot)
 		slot->store(rc == 0 ? pack(*out) : 0, std::memory_order_release);

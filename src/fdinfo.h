@@ -23,8 +23,9 @@ struct FdInfo {
 	uint32_t kind_bits = 0; // st_mode & S_IFMT, for messages
 };
 
-// Learns fd's properties: 0, or -EBADF (last error set) for a bad fd.
-int learn_fd(int fd, FdInfo *out);
+// Learns fd's properties: 0, or -EBADF (last error set, its sentence begun
+// with what: the caller's function or operation) for a bad fd.
+int learn_fd(int fd, FdInfo *out, const char *what);
 
 // "regular file", "pipe", "socket", ... for messages.
 const char *fd_kind_name(const FdInfo &info);
@@ -38,15 +39,16 @@ public:
 	FdCache(const FdCache &) = delete;
 	FdCache &operator=(const FdCache &) = delete;
 
-	// Cached info for fd, or learns and caches it.  0 or -errno.
-	int get(int fd, FdInfo *out)
+	// Cached info for fd, or learns and caches it.  0 or -errno (what names
+	// the operation in the message).
+	int get(int fd, FdInfo *out, const char *what)
 	{
 		const uint64_t v = peek(fd);
 		if (v & kValid) {
 			unpack(v, out);
 			return 0;
 		}
-		return refresh(fd, out);
+		return refresh(fd, out, what);
 	}
 
 	// The packed cached word for fd (see pack()), or 0 when not cached.
@@ -77,7 +79,7 @@ public:
 	void set_allow_buffered(bool allow) { allow_buffered_ = allow; }
 
 	// Re-learns fd (never trusting the cache) and caches the answer.
-	int refresh(int fd, FdInfo *out);
+	int refresh(int fd, FdInfo *out, const char *what);
 	void forget(int fd);
 
 private:

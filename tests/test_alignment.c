@@ -136,6 +136,10 @@ static void test_fd_alignment_badfd(void **state)
 	int fd = kt_open("alc.dat", O_RDWR | O_DIRECT);
 	close(fd);
 	REFUSED(EBADF, kaio_fd_alignment(fd, &mem, &off));
+	/* The sentence names the function and the fd, like every other one. */
+	char want[96];
+	snprintf(want, sizeof want, "kaio_fd_alignment: fd %d is not an open file descriptor", fd);
+	assert_string_equal(kaio_last_error(), want);
 	REFUSED(EBADF, kaio_fd_alignment(fd, NULL, NULL));
 }
 

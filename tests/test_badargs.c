@@ -244,6 +244,23 @@ static int row_fd(const char *name, int *known)
 	return 0;
 }
 
+/* Whether msg names the operation refused: "read: ..." (the library's
+ * checks) or "... the read on fd ..." (the kernel's refusal), and so on. */
+static int names_op(const char *msg)
+{
+	static const char *const ops[] = {"read", "write", "readv", "writev", "fsync", "fdatasync"};
+	if (strncmp(msg, "kaio_", 5) == 0)
+		return 1;
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		char head[16], word[24];
+		snprintf(head, sizeof head, "%s: ", ops[i]);
+		snprintf(word, sizeof word, " %s ", ops[i]);
+		if (strncmp(msg, head, strlen(head)) == 0 || strstr(msg, word))
+			return 1;
+	}
+	return 0;
+}
+
 /* Run each row on a fresh thread; collect every deviation, then fail once.
  * Besides the return value: the message is set, one line (API.md: "a
  * one-line, specific explanation"), and a -EBADF refusal names the fd. */
@@ -284,6 +301,8 @@ static void run_rows(const struct row *rows, size_t n)
 			snprintf(why, sizeof why, "an -EBADF row whose fd the test does not know (add it to row_fd)");
 		else if (ebadf_row && !has_number(r.msg, bad_fd))
 			snprintf(why, sizeof why, "the -EBADF message does not name fd %d", bad_fd);
+		else if (ebadf_row && !names_op(r.msg))
+			snprintf(why, sizeof why, "the -EBADF message does not name the operation");
 		else if (inflight_of(F.ctx) != in0 || inflight_of(F.bctx) != bin0 ||
 			 inflight_of(F.extra) != ein0)
 			snprintf(why, sizeof why, "changed inflight (%u/%u/%u -> %u/%u/%u)", in0, bin0, ein0,

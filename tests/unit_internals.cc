@@ -63,9 +63,10 @@ static void test_learn_fd_kinds(void **)
 	int fds[2];
 	assert_int_equal(pipe(fds), 0);
 	close(fds[1]);
-	assert_int_equal(learn_fd(fds[1], &info), -EBADF);
+	assert_int_equal(learn_fd(fds[1], &info, "test"), -EBADF);
+	assert_non_null(strstr(last_error(), "test: fd "));
 	assert_non_null(strstr(last_error(), "not an open file descriptor"));
-	assert_int_equal(learn_fd(fds[0], &info), 0);
+	assert_int_equal(learn_fd(fds[0], &info, "test"), 0);
 	assert_true(info.kind == FdKind::kOther);
 	assert_string_equal(fd_kind_name(info), "pipe");
 	assert_true(info.readable);
@@ -74,14 +75,14 @@ static void test_learn_fd_kinds(void **)
 
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	assert_int_equal(learn_fd(sv[0], &info), 0);
+	assert_int_equal(learn_fd(sv[0], &info, "test"), 0);
 	assert_string_equal(fd_kind_name(info), "socket");
 	close(sv[0]);
 	close(sv[1]);
 
 	int dfd = open(kt_dir(), O_RDONLY | O_DIRECTORY);
 	assert_true(dfd >= 0);
-	assert_int_equal(learn_fd(dfd, &info), 0);
+	assert_int_equal(learn_fd(dfd, &info, "test"), 0);
 	assert_true(info.kind == FdKind::kDirectory);
 	close(dfd);
 }
@@ -92,14 +93,14 @@ static void test_learn_fd_alignment(void **)
 {
 	int fd = kt_make_file("align", 4096, O_RDWR | O_DIRECT);
 	FdInfo info;
-	assert_int_equal(learn_fd(fd, &info), 0);
+	assert_int_equal(learn_fd(fd, &info, "test"), 0);
 	assert_true(info.direct);
 	assert_true(info.kind == FdKind::kRegular);
 	assert_true(info.mem_align >= 1 && (info.mem_align & (info.mem_align - 1)) == 0);
 	assert_true(info.off_align >= 1 && (info.off_align & (info.off_align - 1)) == 0);
 	close(fd);
 	fd = open(kt_path("align"), O_RDONLY);
-	assert_int_equal(learn_fd(fd, &info), 0);
+	assert_int_equal(learn_fd(fd, &info, "test"), 0);
 	assert_false(info.direct);
 	assert_int_equal(info.mem_align, 0);
 	close(fd);
@@ -112,35 +113,35 @@ static void test_fd_cache(void **)
 	FdCache cache;
 	int fd = kt_make_file("cache", 4096, O_RDWR | O_DIRECT);
 	FdInfo a, b;
-	assert_int_equal(cache.get(fd, &a), 0);
+	assert_int_equal(cache.get(fd, &a, "test"), 0);
 	assert_true(a.direct);
 	int fl = fcntl(fd, F_GETFL);
 	assert_int_equal(fcntl(fd, F_SETFL, fl & ~O_DIRECT), 0);
-	assert_int_equal(cache.get(fd, &b), 0);
+	assert_int_equal(cache.get(fd, &b, "test"), 0);
 	assert_true(b.direct); // cached
 	assert_int_equal(b.mem_align, a.mem_align);
 	assert_int_equal(b.off_align, a.off_align);
 	assert_true(b.kind == a.kind);
-	assert_int_equal(cache.refresh(fd, &b), 0);
+	assert_int_equal(cache.refresh(fd, &b, "test"), 0);
 	assert_false(b.direct);
 	assert_int_equal(fcntl(fd, F_SETFL, fl), 0);
 	cache.forget(fd);
-	assert_int_equal(cache.get(fd, &b), 0);
+	assert_int_equal(cache.get(fd, &b, "test"), 0);
 	assert_true(b.direct);
 
 	// A number above the table (dup2 to a high fd needs RLIMIT_NOFILE).
 	int high = fcntl(fd, F_DUPFD, 1 << 20);
 	if (high >= 0) {
-		assert_int_equal(cache.get(high, &b), 0);
+		assert_int_equal(cache.get(high, &b, "test"), 0);
 		assert_true(b.direct);
 		close(high);
-		assert_int_equal(cache.get(high, &b), -EBADF);
+		assert_int_equal(cache.get(high, &b, "test"), -EBADF);
 	}
 	close(fd);
 	// A closed fd that was cached is answered from the cache (the kernel
 	// refuses it at submission, which forgets it); refresh says EBADF.
-	assert_int_equal(cache.refresh(fd, &b), -EBADF);
-	assert_int_equal(cache.get(fd, &b), -EBADF);
+	assert_int_equal(cache.refresh(fd, &b, "test"), -EBADF);
+	assert_int_equal(cache.get(fd, &b, "test"), -EBADF);
 }
 
 // A buffer's last put marks the handle dead, runs the release once, and
