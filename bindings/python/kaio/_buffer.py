@@ -194,7 +194,11 @@ def resolve(buf, length):
         if 0 <= off and off + nbytes <= len(owner):
             return owner._kaio_buf, off, nbytes if length is None else length, False, owner
     if nbytes == 0:
-        raise invalid("kaio: the buffer is empty (0 bytes)")
+        # Nothing to pin. As for an empty slice of a kaio.Buffer, the
+        # operation still goes to the library (which checks the fd) and the
+        # kernel answers 0 bytes: it runs on a Buffer of the module's own.
+        empty = _empty_buffer()
+        return empty._kaio_buf, 0, 0, False, empty
     key = next(_pin_keys)
     _pins[key] = (buf, mv, cview)
     out = ctypes.c_void_p()
@@ -203,6 +207,17 @@ def resolve(buf, length):
         del _pins[key]
         raise call_error(rc)
     return out.value, 0, nbytes if length is None else length, True, buf
+
+
+_empty = []
+
+
+def _empty_buffer():
+    """The module's Buffer for operations on 0-byte objects (never written:
+    they transfer nothing)."""
+    if not _empty:
+        _empty.append(Buffer(4096))
+    return _empty[0]
 
 
 def _length(length):

@@ -818,6 +818,30 @@ class TestErrors(KaioTest):
             ctx.write(ro, buf, 0)
         self.assertRefused(cm, errno.EBADF, "writing")
 
+    def test_empty_objects_transfer_nothing(self):
+        # A 0-byte object of any kind is a 0-byte operation, as os.preadv
+        # with an empty buffer: 0, and the fd still checked.
+        fd = self.make_file("f", blocks=1)
+        ctx = self.context()
+        buf = kaio.Buffer(BS)
+        m = mmap.mmap(-1, BS)
+        self.addCleanup(m.close)
+        for obj in (bytearray(0), memoryview(m)[0:0], memoryview(buf)[BS:BS]):
+            self.assertEqual(ctx.read(fd, obj, 0), 0)
+            self.assertEqual(ctx.write(fd, obj, 0), 0)
+        self.assertEqual(ctx.read(fd, buf, 0, length=0), 0)
+        self.assertEqual(bytes(m), bytes(BS))
+        self.assertEqual(kaio._buffer.pinned_count(), 0)
+        with self.assertRaises(OSError) as cm:
+            ctx.read(-5, bytearray(0), 0)
+        self.assertRefused(cm, errno.EBADF, "-5")
+
+        async def main():
+            self.assertEqual(await ctx.read_async(fd, bytearray(0), 0), 0)
+            self.assertEqual(await ctx.write_async(fd, memoryview(m)[0:0], 0), 0)
+        self.run_async(main())
+        self.assertEqual(os.fstat(fd).st_size, BS)
+
     def test_length_past_a_view(self):
         fd = self.make_file("f", blocks=2)
         ctx = self.context()
