@@ -13,7 +13,7 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
 # build and tests (abigail-tools: the ABI check; mandoc: the man pages); the bindings (python3, golang-go); the benchmark (fio,
 # linux-perf or strace, gnuplot-nox)
 packages="build-essential g++ pkgconf autoconf automake libtool libaio-dev libcmocka-dev
-	valgrind clang libclang-rt-14-dev devscripts abigail-tools mandoc python3 python3-venv python3-pip python3-setuptools python3-wheel golang-go fio linux-perf strace gnuplot-nox"
+	valgrind clang libclang-rt-14-dev devscripts abigail-tools mandoc python3 python3-venv python3-pip golang-go fio linux-perf strace gnuplot-nox"
 missing=
 for p in $packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
