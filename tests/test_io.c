@@ -260,6 +260,44 @@ static void test_short_read_eof(void **state)
 	close(fd);
 }
 
+/* A len of 0 is accepted (kaio_read(3)): nothing moves, res is 0, the file
+ * is unchanged; the fd is still checked. */
+static void test_zero_length(void **state)
+{
+	kaio_ctx *ctx = kt_ctx(8, 0);
+	int fd = kt_make_file("zero.dat", 4096, O_RDWR | O_DIRECT);
+	kaio_buf *b = kt_buf(4096);
+	memset(kaio_buf_data(b), 0x5a, 4096);
+	struct kaio_event ev[8];
+
+	ACCEPTED(kaio_read(ctx, fd, 0, b, 0, 0, NULL, 1));
+	wait_one(ctx, ev);
+	CHECK_EVENT(ev, 1, 0, 0, ctx, b, fd, KAIO_OP_READ);
+	kaio_buf_unref(ev[0].buf);
+	ACCEPTED(kaio_write(ctx, fd, 8192, b, 4096, 0, NULL, 2));
+	wait_one(ctx, ev);
+	CHECK_EVENT(ev, 2, 0, 8192, ctx, b, fd, KAIO_OP_WRITE);
+	kaio_buf_unref(ev[0].buf);
+	for (int i = 0; i < 4096; i++)
+		if (((unsigned char *)kaio_buf_data(b))[i] != 0x5a)
+			fail_msg("a 0-byte read changed byte %d of the buffer", i);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, 4096);
+	static char back[4096];
+	plain_read("zero.dat", back, sizeof back, 0);
+	assert_int_equal(kt_check(back, sizeof back, 0), 0);
+
+	int closed = dup(fd);
+	close(closed);
+	REFUSED(EBADF, kaio_read(ctx, closed, 0, b, 0, 0, NULL, 3));
+	assert_int_equal(kaio_ctx_inflight(ctx), 0);
+
+	kaio_buf_unref(b);
+	assert_int_equal(kaio_ctx_destroy(ctx), 0);
+	close(fd);
+}
+
 /* ---- vectors ----------------------------------------------------------------- */
 
 /* READV/WRITEV move data between several segments of several buffers (with buffer offsets) and one file range. */
@@ -868,6 +906,7 @@ int main(void)
 		cmocka_unit_test(test_write_then_read),
 		cmocka_unit_test(test_event_fields_callback),
 		cmocka_unit_test(test_short_read_eof),
+		cmocka_unit_test(test_zero_length),
 		cmocka_unit_test(test_readv_writev),
 		cmocka_unit_test(test_sync_levels),
 		cmocka_unit_test(test_sync_buffered_fd),
