@@ -263,7 +263,8 @@ static int names_op(const char *msg)
 
 /* Run each row on a fresh thread; collect every deviation, then fail once.
  * Besides the return value: the message is set, one line (API.md: "a
- * one-line, specific explanation"), and a -EBADF refusal names the fd. */
+ * one-line, specific explanation"), and a -EBADF refusal names the fd and
+ * the operation. */
 static void run_rows(const struct row *rows, size_t n)
 {
 	size_t cap = 16384, len = 0;
