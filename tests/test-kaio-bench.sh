@@ -32,7 +32,7 @@ if ! "$kb" --file "$dir/data" --count 1 --json >/dev/null 2>"$dir/err"; then
 	fi
 fi
 
-tap_plan 30
+tap_plan 40
 # json_ok NAME OUT IOS SUBMIT API: the one line of JSON has these values.
 json_ok() {
 	name=$1 out=$2 ios=$3 submit=$4 api=$5
@@ -117,6 +117,71 @@ expect_usage "--api bogus: exit 2" --file "$dir/data" --api bogus
 expect_usage "--depth 0: exit 2" --file "$dir/data" --depth 0
 expect_usage "--bs 1000 (not a multiple of the alignment): exit 2" --file "$dir/data" --bs 1000 --count 1
 expect_usage "an unknown option: exit 2" --file "$dir/data" --no-such-option
+
+# expect_msg NAME STATUS PATTERN ARGS...: exit STATUS, stderr matches PATTERN.
+expect_msg() {
+	name=$1 want=$2 pattern=$3
+	shift 3
+	timeout $limit "$kb" "$@" >"$dir/out" 2>"$dir/err"
+	rc=$?
+	if [ $rc -eq "$want" ] && grep -q -- "$pattern" "$dir/err"; then
+		tap_pass "$name"
+	else
+		tap_fail "$name" "exit $rc (want $want, stderr matching '$pattern'): kaio-bench $*" \
+			"$(head -3 "$dir/err")"
+	fi
+}
+expect_msg "an ambiguous abbreviation is called so" 2 "'--s' is ambiguous (--size, --seed, --submit)" \
+	--file "$dir/data" --s 1
+expect_msg "a value for an option that takes none is called so" 2 "'--json' takes no value" \
+	--file "$dir/data" --json=1
+# Buffers that would not fit in memory: refused, not left to the OOM killer.
+expect_msg "--depth x --bs beyond half the memory: exit 2" 2 "half of this machine's memory" \
+	--file "$dir/data" --depth 65536 --bs 1g --count 1
+# Neither a regular file nor a block device: exit 2 at once (a FIFO's open
+# would otherwise wait for a writer for ever).
+mkfifo "$dir/fifo"
+mkdir "$dir/subdir"
+expect_msg "a FIFO: exit 2 at once, says so" 2 "is a FIFO" --file "$dir/fifo" --count 1
+expect_msg "a directory: exit 2, says so" 2 "is a directory" --file "$dir/subdir" --count 1
+expect_msg "/dev/null: exit 2, a character device" 2 "is a character device" --file /dev/null --count 1
+
+# --submit auto reports the chunk it uses: 1, or --chunk's.
+for c in "" 3; do
+	name="--submit auto${c:+ --chunk $c}: the JSON's chunk is ${c:-1}"
+	run "$name" --file "$dir/data" --count 64 --submit auto ${c:+--chunk $c} &&
+		if grep -q "\"chunk\":${c:-1}," "$dir/out"; then tap_pass "$name"; else
+			tap_fail "$name" "$(cat "$dir/out")"; fi
+done
+
+# Interrupted during the warm-up: nothing measured, no latencies reported.
+timeout $limit "$kb" --file "$dir/data" --ramp 30 --time 1 --json >"$dir/out" 2>"$dir/err" &
+pid=$!
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 0 ] && grep -q '"ios":0,' "$dir/out" && grep -q '"lat_us":null' "$dir/out" &&
+	grep -q '"interrupted":true' "$dir/out"; then
+	tap_pass "SIGINT during --ramp: 0 I/Os and no latencies reported"
+else
+	tap_fail "SIGINT during --ramp: 0 I/Os and no latencies reported" "exit $rc" "$(cat "$dir/out")"
+fi
+
+# A file name that is not UTF-8 still makes valid JSON (U+FFFD for the byte).
+odd=$(printf 'x\377y')
+ln "$dir/data" "$dir/$odd"
+if command -v python3 >/dev/null 2>&1; then
+	name="a file name that is not UTF-8: the JSON is valid"
+	run "$name" --file "$dir/$odd" --count 8 &&
+		if python3 -c 'import json, sys; d = json.loads(open(sys.argv[1], "rb").read()); assert d["file"].endswith("x\ufffdy"), d["file"]' "$dir/out" 2>"$dir/err"; then
+			tap_pass "$name"
+		else
+			tap_fail "$name" "$(cat "$dir/err")" "$(cat "$dir/out")"
+		fi
+else
+	tap_skip "a file name that is not UTF-8: the JSON is valid" "no python3"
+fi
 
 # A file that cannot be opened: exit 1, and the file is named.
 timeout $limit "$kb" --file "$dir/missing" --count 1 >"$dir/out" 2>"$dir/err"

@@ -29,7 +29,7 @@ if ! "$kcp" --no-progress "$dir/probe" "$dir/probe.out" 2>"$dir/err"; then
 	fi
 fi
 
-tap_plan 55
+tap_plan 61
 pass() { tap_pass "$1"; }
 skip() { tap_skip "$1" "$2"; }
 fail() {
@@ -39,9 +39,13 @@ fail() {
 
 # run ARGS...: run kaio-cp, stderr in $dir/err, status in $rc.
 run() {
-	"$kcp" "$@" >"$dir/out" 2>"$dir/err"
+	$timeout "$kcp" "$@" >"$dir/out" 2>"$dir/err"
 	rc=$?
 }
+# A hang (a FIFO's open waiting for a writer) must fail, not stall make check.
+timeout=
+command -v timeout >/dev/null 2>&1 && timeout="timeout 60"
+
 
 # A pool of random bytes; sources are prefixes of it, so a block written
 # at the wrong offset never matches by accident.
@@ -187,6 +191,15 @@ expect_exit "DEST in a missing directory: exit 1" 1 "$dir/nodir/dst" \
 mkdir "$dir/subdir"
 expect_exit "a directory as SOURCE: exit 1" 1 "subdir" "$dir/subdir" "$dir/dst"
 expect_exit "a directory as DEST: exit 1" 1 "subdir" "$dir/src" "$dir/subdir"
+# Neither a regular file nor a block device: refused at once, by kind (a
+# FIFO's open would otherwise wait for a writer for ever).
+mkfifo "$dir/fifo"
+expect_exit "a FIFO as SOURCE: exit 1 at once, says it is a FIFO" 1 "fifo'.* is a FIFO" \
+	--no-progress "$dir/fifo" "$dir/dst"
+expect_exit "a FIFO as DEST: exit 1 at once, says it is a FIFO" 1 "fifo'.* is a FIFO" \
+	--no-progress "$dir/src" "$dir/fifo"
+expect_exit "/dev/zero as SOURCE: exit 1, a character device" 1 "is a character device" \
+	--no-progress /dev/zero "$dir/dst"
 
 # ---- usage errors: exit 2 --------------------------------------------------
 expect_exit "-b 1000 (not a multiple of 512): exit 2" 2 "block size" -b 1000 "$dir/src" "$dir/dst"
@@ -198,6 +211,20 @@ for q in 0 abc 1K 65537 -1; do
 	expect_exit "-q '$q': exit 2" 2 "depth" -q "$q" "$dir/src" "$dir/dst"
 done
 expect_exit "one operand: exit 2" 2 "SOURCE and DEST" "$dir/src"
+expect_exit "a value for an option that takes none is called so" 2 "'--fsync' takes no value" \
+	--fsync=1 "$dir/src" "$dir/dst"
+# Buffers beyond half the memory (a sparse 15 TiB source, 1 GiB blocks):
+# refused before DEST is created or touched, not left to the OOM killer.
+rm -f "$dir/dst"
+if truncate -s 15T "$dir/huge" 2>/dev/null; then
+	expect_exit "-q x -b beyond half the memory: exit 2" 2 "half of this machine's memory" \
+		-q 65536 -b 1G "$dir/huge" "$dir/dst"
+	if [ -e "$dir/dst" ]; then fail "... and DEST is not left behind"; else pass "... and DEST is not left behind"; fi
+	rm -f "$dir/huge"
+else
+	skip "-q x -b beyond half the memory: exit 2" "this filesystem has no 15 TiB sparse files"
+	skip "... and DEST is not left behind" "this filesystem has no 15 TiB sparse files"
+fi
 expect_exit "unknown option: exit 2" 2 "help" --frobnicate "$dir/src" "$dir/dst"
 run --help
 if [ $rc -eq 0 ] && grep -q "Usage: kaio-cp" "$dir/out"; then pass "--help: usage on stdout, exit 0"; else fail "--help: usage on stdout, exit 0"; fi

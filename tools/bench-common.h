@@ -62,6 +62,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bad-option.h"
+#include "buffer-budget.h"
 #include "direct-file.h"
 
 /* ---- Options ----------------------------------------------------------- */
@@ -371,8 +373,11 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 			return 1;
 		case ':':
 			return bench_usage_error("option '%s' needs a value", argv[optind - 1]);
-		case '?':
-			return bench_usage_error("unknown option '%s'", argv[optind - 1]);
+		case '?': {
+			char why[512];
+			tool_bad_option(all, argv[optind - 1], why, sizeof why);
+			return bench_usage_error("%s", why);
+		}
 		default:
 			if (x && x->handle) {
 				int rc = x->handle(opt, optarg);
@@ -393,6 +398,12 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o,
 		return bench_usage_error("unexpected operand '%s'", argv[optind]);
 	if (!o->file)
 		return bench_usage_error("no file given (--file PATH)");
+	/* One buffer per slot, every one filled: more than the machine holds
+	 * would end in the OOM killer. */
+	if (!tool_buffers_fit(o->depth, o->bs))
+		return bench_usage_error("--depth %u buffers of --bs %" PRIu64 " bytes are more than"
+		                         " half of this machine's memory (%" PRIu64 " MiB)",
+		                         o->depth, o->bs, tool_buffer_budget() >> 19);
 	return 0;
 }
 
@@ -688,6 +699,11 @@ static unsigned bench_auto_chunk(const struct bench_opts *o)
 {
 	return o->chunk_given ? o->chunk : 1;
 }
+/* The chunk the report names: --chunk's, or auto's own. */
+static unsigned bench_chunk_used(const struct bench_opts *o)
+{
+	return o->submit == BENCH_SUBMIT_AUTO ? bench_auto_chunk(o) : o->chunk;
+}
 static void bench_policy_init(struct bench_run *r)
 {
 	switch (r->o->submit) {
@@ -826,6 +842,7 @@ static void bench_finish(struct bench_run *r)
 	} else {                    /* stopped during the ramp: nothing measured */
 		r->start_ns = r->end_ns;
 		r->cpu0 = r->cpu1;
+		memset(r->hist, 0, sizeof *r->hist); /* nor the warm-up's latencies */
 	}
 	if (r->interrupted)
 		bench_complain("interrupted by signal %d: reporting the I/O done so far",
@@ -834,13 +851,22 @@ static void bench_finish(struct bench_run *r)
 
 /* ---- The file -------------------------------------------------------------- */
 
+/* The descriptor, or -1 (exit status 1: cannot open) or -2 (status 2: a
+ * file that does not fit, neither a regular file nor a block device),
+ * after saying why. */
 static int bench_open_direct(const char *path, int flags)
 {
-	int fd = tool_open_direct(path, flags);
+	mode_t mode = 0;
+	int fd = tool_open_direct(path, flags, &mode);
 
 	if (fd >= 0)
 		return fd;
-	bench_complain("cannot open %s: %s%s", path, strerror(errno),
+	if (fd == TOOL_OPEN_WRONG_KIND) {
+		bench_complain("'%s' is %s: the benchmark needs a regular file or a block device",
+		               path, tool_file_kind(mode));
+		return -2;
+	}
+	bench_complain("cannot open '%s': %s%s", path, strerror(errno),
 	               errno == EINVAL ? " (does its filesystem support O_DIRECT? tmpfs does not)" : "");
 	return -1;
 }
@@ -862,7 +888,7 @@ static int bench_open(struct bench_opts *o, int *fd_out)
 	uint64_t fsize = 0;
 
 	if (fd < 0)
-		return 1;
+		return fd == -2 ? 2 : 1;
 	if (fstat(fd, &st) < 0) {
 		bench_complain("cannot stat %s: %s", o->file, strerror(errno));
 		goto fail;
@@ -915,8 +941,8 @@ static int bench_open(struct bench_opts *o, int *fd_out)
 		return 2;
 	}
 	if (o->size < o->bs) {
-		bench_complain("--size %" PRIu64 " is smaller than one block (--bs %" PRIu64 ")",
-		               o->size, o->bs);
+		bench_complain("the region of %" PRIu64 " bytes (--size, else the file's size) is"
+		               " smaller than one block (--bs %" PRIu64 ")", o->size, o->bs);
 		close(fd);
 		return 2;
 	}
@@ -930,18 +956,57 @@ fail:
 
 /* ---- The report -------------------------------------------------------------- */
 
-/* A JSON string: quotes, backslashes and control characters escaped. */
-static void bench_json_string(FILE *f, const char *s)
+/* The length of the well-formed UTF-8 sequence at s (1-4), or 0 when the
+ * bytes there are not UTF-8 (a stray continuation byte, a truncated or
+ * overlong sequence, a surrogate, above U+10FFFF). */
+static size_t bench_utf8_len(const unsigned char *s)
 {
+	unsigned c = s[0], n, min, cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, min = 0x80, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, min = 0x800, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, min = 0x10000, cp = c & 0x07;
+	else
+		return 0;
+	for (unsigned i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped; a
+ * byte that is not UTF-8 (a file name may hold any) becomes U+FFFD, so
+ * that the line stays valid JSON. */
+static void bench_json_string(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
 	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
+	while (*s) {
+		unsigned char c = *s;
+		size_t n = bench_utf8_len(s);
+		if (n == 0) {
+			fputs("\\ufffd", f);
+			s++;
+		} else if (c == '"' || c == '\\') {
 			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
+			s++;
+		} else if (c < 0x20) {
 			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
+			s++;
+		} else {
+			fwrite(s, 1, n, f);
+			s += n;
+		}
 	}
 	fputc('"', f);
 }
@@ -1002,7 +1067,7 @@ static void bench_report(const struct bench_run *r, const struct bench_engine_in
 		        ",\"size\":%" PRIu64 ",\"seed\":%" PRIu64 ",\"ramp\":%g",
 		        user_us * per, sys_us * per, o->size, o->seed, o->ramp_s);
 		if (o->submit == BENCH_SUBMIT_AUTO || o->submit == BENCH_SUBMIT_CHUNK)
-			fprintf(f, ",\"chunk\":%u", o->chunk);
+			fprintf(f, ",\"chunk\":%u", bench_chunk_used(o));
 		if (o->rw == BENCH_MIXED)
 			fprintf(f, ",\"rwmix_read\":%u", o->rwmix_read);
 		if (r->interrupted)
@@ -1016,7 +1081,7 @@ static void bench_report(const struct bench_run *r, const struct bench_engine_in
 	printf("%s %s bs=%" PRIu64 " depth=%u submit=%s", e->engine,
 	       bench_rw_names[o->rw], o->bs, o->depth, bench_submit_names[o->submit]);
 	if (o->submit == BENCH_SUBMIT_AUTO || o->submit == BENCH_SUBMIT_CHUNK)
-		printf("(%u)", o->chunk);
+		printf("(%u)", bench_chunk_used(o));
 	if (o->rw == BENCH_MIXED)
 		printf(" rwmix-read=%u%%", o->rwmix_read);
 	if (e->api)

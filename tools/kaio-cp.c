@@ -31,6 +31,8 @@
 #include <unistd.h>
 
 #include "kaio.h"
+#include "bad-option.h"
+#include "buffer-budget.h"
 #include "direct-file.h"
 
 #define DEFAULT_DEPTH 32
@@ -379,12 +381,17 @@ static uint32_t fd_alignment(int fd, const char *path)
 
 static int open_direct(const char *path, int flags, const char *what)
 {
-	int fd = tool_open_direct(path, flags);
+	mode_t mode = 0;
+	int fd = tool_open_direct(path, flags, &mode);
 
 	if (fd >= 0)
 		return fd;
-	complain("cannot open %s %s: %s%s", what, path, strerror(errno),
-	         errno == EINVAL ? " (does its filesystem support O_DIRECT?)" : "");
+	if (fd == TOOL_OPEN_WRONG_KIND)
+		complain("cannot copy %s '%s': it is %s; kaio-cp copies regular files and"
+		         " block devices", what, path, tool_file_kind(mode));
+	else
+		complain("cannot open %s '%s': %s%s", what, path, strerror(errno),
+		         errno == EINVAL ? " (does its filesystem support O_DIRECT?)" : "");
 	return -1;
 }
 
@@ -426,8 +433,11 @@ int main(int argc, char **argv)
 			return 0;
 		case ':':
 			return usage_error("option '%s' needs a value", argv[optind - 1]);
-		default:
-			return usage_error("unknown option '%s'", argv[optind - 1]);
+		default: {
+			char why[512];
+			tool_bad_option(longopts, argv[optind - 1], why, sizeof why);
+			return usage_error("%s", why);
+		}
 		}
 	}
 	if (argc - optind != 2)
@@ -493,6 +503,22 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	/* More slots than blocks would only waste memory (small files).  The
+	 * reads fill every buffer: more than the machine can hold is refused
+	 * before dest is touched. */
+	uint64_t nblocks = (cp.size + cp.block - 1) / cp.block;
+	nslots = nblocks < depth ? (unsigned)nblocks : (unsigned)depth;
+	size_t buf_len = cp.size < cp.block ? (size_t)round_up(cp.size, cp.align) : cp.block;
+	if (!tool_buffers_fit(nslots, buf_len)) {
+		complain("%u buffers of %zu bytes (--depth x --block) are more than half of"
+		         " this machine's memory (%" PRIu64 " MiB)",
+		         nslots, buf_len, tool_buffer_budget() >> 19);
+		status = 2;
+		if (dst_created)
+			unlink(cp.dst_path);
+		goto out;
+	}
+
 	/* Size a regular destination up front: writes inside the file are
 	 * truly asynchronous, while extending direct writes may be done
 	 * synchronously by the filesystem (ext4 waits for them), which would
@@ -501,11 +527,6 @@ int main(int argc, char **argv)
 		complain("cannot resize %s: %s", cp.dst_path, strerror(errno));
 		goto out;
 	}
-
-	/* More slots than blocks would only waste memory (small files). */
-	uint64_t nblocks = (cp.size + cp.block - 1) / cp.block;
-	nslots = nblocks < depth ? (unsigned)nblocks : (unsigned)depth;
-	size_t buf_len = cp.size < cp.block ? (size_t)round_up(cp.size, cp.align) : cp.block;
 
 	/* A slot has at most one operation in flight, and its callback submits
 	 * the follow-up after the finished one stopped counting: capacity
