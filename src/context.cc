@@ -1019,6 +1019,7 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 			// nothing to look at, but readiness is still not left behind.
 			if (!drained)
 				drain_eventfd();
+			drained = true;
 			break;
 		}
 		for (int i = 0; i < r; i++) {
@@ -1041,12 +1042,16 @@ unsigned Context::reap(struct kaio_event *events, unsigned max, unsigned *delive
 	// signals drained: an event loop on the eventfd (edge-triggered too)
 	// or a blocked kaio_wait would never hear of them.  So make it
 	// readable again: spurious readiness is allowed, and the next reap
-	// drains it.  Otherwise, if the drain ate the signal meant for a
-	// blocked kaio_wait with room while events queued by another thread
-	// wait, hand the signal on.
-	if (queued_here)
+	// drains it.  Likewise when this call drained the eventfd and leaves
+	// events queued by an earlier call: a reap with no room (kaio_poll(ctx,
+	// NULL, 0), a callbacks-only reaper) would otherwise eat the readiness
+	// that announced them to a loop sharing the context.  Otherwise, if a
+	// drain elsewhere ate the signal meant for a blocked kaio_wait with
+	// room while queued events wait, hand the signal on.
+	const bool left_queued = queued_.load(std::memory_order_seq_cst) > 0;
+	if (queued_here || (drained && left_queued))
 		rearm_eventfd();
-	else if (queued_.load(std::memory_order_seq_cst) > 0)
+	else if (left_queued)
 		signal_blocked_waiters();
 	if (ring_busy)
 		*ring_busy = busy;

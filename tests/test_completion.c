@@ -1454,6 +1454,38 @@ static void reap_reads(kaio_ctx *ctx, int efd, kaio_buf *b, unsigned first, unsi
 	assert_int_equal(kt_check(kaio_buf_data(b), (size_t)n * BLK, (uint64_t)first * BLK), 0);
 }
 
+/* kaio_ctx_fd(3): "Completions that a call leaves behind ... leave the
+ * descriptor readable, so a loop that shares the context with other reaping
+ * threads still hears of them."  A callbacks-only reaper (kaio_poll(ctx,
+ * NULL, 0)) queues the events of operations without a callback; a second
+ * such call drains the eventfd again and must not eat the readiness that
+ * announces them to the loop that collects events. */
+static void test_eventfd_kept_by_callbacks_only_reaper(void **state)
+{
+	kaio_ctx *ctx = kt_ctx(8, 0);
+	int efd = kaio_ctx_fd(ctx);
+	kaio_buf *b = kt_buf(2 * BLK);
+	EXPECT_RC(kaio_read(ctx, g_fd, 0, b, 0, BLK, NULL, 1), 0);
+	EXPECT_RC(kaio_read(ctx, g_fd, BLK, b, BLK, BLK, NULL, 2), 0);
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+	for (int call = 1; call <= 2; call++) {
+		if (poll(&p, 1, 5000) != 1)
+			fail_msg("before callbacks-only reap %d: the eventfd was not readable for 5 s", call);
+		EXPECT_RC(kaio_poll(ctx, NULL, 0), 0);
+	}
+	if (!readable_now(efd))
+		fail_msg("events are queued, but the eventfd is not readable after a callbacks-only reap");
+	struct kaio_event ev[8];
+	EXPECT_RC(kaio_wait(ctx, ev, 2, 8, 5000), 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(ev[i].res, BLK);
+		kaio_buf_unref(ev[i].buf);
+	}
+	expect_eventfd_quiet(ctx, efd, "after the queued events were collected");
+	kaio_buf_unref(b);
+	assert_int_equal(kaio_ctx_destroy(ctx), 0);
+}
+
 /* Contract (kaio_ctx_fd): the library owns the eventfd and users should not
  * read or write it, but "Readiness may be spurious, never persistent:
  * kaio_poll/kaio_wait drain it before they reap", and "Each completion is
@@ -1648,6 +1680,7 @@ int main(void)
 		cmocka_unit_test(test_submission_never_delivers_buffered),
 		cmocka_unit_test(test_eventfd_edge_triggered),
 		cmocka_unit_test(test_eventfd_full_counter),
+		cmocka_unit_test(test_eventfd_kept_by_callbacks_only_reaper),
 		cmocka_unit_test(test_eventfd_drained_by_the_reap),
 		cmocka_unit_test(test_eventfd_spurious_readiness),
 	};
