@@ -851,20 +851,18 @@ static void bench_finish(struct bench_run *r)
 
 /* ---- The file -------------------------------------------------------------- */
 
-/* The descriptor, or -1 (exit status 1: cannot open) or -2 (status 2: a
- * file that does not fit, neither a regular file nor a block device),
- * after saying why. */
-static int bench_open_direct(const char *path, int flags)
+/* tool_open_direct, saying why it failed: -1 (cannot open) or
+ * TOOL_OPEN_WRONG_KIND (neither a regular file nor a block device). */
+static int bench_open_direct(const char *path, int flags, struct stat *st)
 {
-	mode_t mode = 0;
-	int fd = tool_open_direct(path, flags, &mode);
+	int fd = tool_open_direct(path, flags, st);
 
 	if (fd >= 0)
 		return fd;
 	if (fd == TOOL_OPEN_WRONG_KIND) {
 		bench_complain("'%s' is %s: the benchmark needs a regular file or a block device",
-		               path, tool_file_kind(mode));
-		return -2;
+		               path, tool_file_kind(st->st_mode));
+		return fd;
 	}
 	bench_complain("cannot open '%s': %s%s", path, strerror(errno),
 	               errno == EINVAL ? " (does its filesystem support O_DIRECT? tmpfs does not)" : "");
@@ -883,16 +881,12 @@ static int bench_open(struct bench_opts *o, int *fd_out)
 {
 	const bool writes = bench_writes(o);
 	int flags = writes || o->create_holes ? O_RDWR | O_CREAT : O_RDONLY;
-	int fd = bench_open_direct(o->file, flags);
 	struct stat st;
+	int fd = bench_open_direct(o->file, flags, &st);
 	uint64_t fsize = 0;
 
 	if (fd < 0)
-		return fd == -2 ? 2 : 1;
-	if (fstat(fd, &st) < 0) {
-		bench_complain("cannot stat %s: %s", o->file, strerror(errno));
-		goto fail;
-	}
+		return fd == TOOL_OPEN_WRONG_KIND ? 2 : 1;
 	if (S_ISBLK(st.st_mode)) {
 		if (ioctl(fd, BLKGETSIZE64, &fsize) < 0) {
 			bench_complain("cannot get the size of %s: %s", o->file, strerror(errno));
@@ -906,7 +900,7 @@ static int bench_open(struct bench_opts *o, int *fd_out)
 			close(fd);
 			return 2;
 		}
-	} else if (S_ISREG(st.st_mode)) {
+	} else { /* a regular file */
 		fsize = (uint64_t)st.st_size;
 		if (o->size == 0)
 			o->size = fsize ? fsize : BENCH_CREATE_SIZE;
@@ -935,10 +929,6 @@ static int bench_open(struct bench_opts *o, int *fd_out)
 			               " bytes allocated): reads of holes do no device I/O",
 			               o->file, (uint64_t)st.st_blocks * 512, fsize);
 		}
-	} else {
-		bench_complain("%s: not a regular file or block device", o->file);
-		close(fd);
-		return 2;
 	}
 	if (o->size < o->bs) {
 		bench_complain("the region of %" PRIu64 " bytes (--size, else the file's size) is"

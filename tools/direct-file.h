@@ -34,32 +34,29 @@ static inline const char *tool_file_kind(mode_t m)
 
 /*
  * open(2) with O_DIRECT | O_CLOEXEC (mode 0666 when it creates) of a
- * regular file or a block device: the descriptor; -1 and errno when open
- * fails; TOOL_OPEN_WRONG_KIND, with *mode set, for another kind of file
- * (open(2) of a FIFO would wait for a writer, for ever: it is opened
- * non-blocking, looked at, and only then made blocking; a directory or a
- * character device fails O_DIRECT with EINVAL, which stat(2) explains).
+ * regular file or a block device: the descriptor, with *st its status; -1
+ * and errno when open fails; TOOL_OPEN_WRONG_KIND, with *st the file's
+ * status, for another kind of file (open(2) of a FIFO would wait for a
+ * writer, for ever: it is opened non-blocking, looked at, and only then
+ * made blocking; a directory or a character device fails O_DIRECT with
+ * EINVAL, which stat(2) explains).
  */
-static inline int tool_open_direct(const char *path, int flags, mode_t *mode)
+static inline int tool_open_direct(const char *path, int flags, struct stat *st)
 {
-	struct stat st;
 	int fd = open(path, flags | O_DIRECT | O_CLOEXEC | O_NONBLOCK, 0666);
 
 	if (fd < 0) {
 		int err = errno;
 
-		if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-			*mode = st.st_mode;
+		if (stat(path, st) == 0 && !S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode))
 			return TOOL_OPEN_WRONG_KIND;
-		}
 		errno = err;
 		return -1;
 	}
-	if (fstat(fd, &st) < 0)
+	if (fstat(fd, st) < 0)
 		goto fail;
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+	if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
 		close(fd);
-		*mode = st.st_mode;
 		return TOOL_OPEN_WRONG_KIND;
 	}
 	int fl = fcntl(fd, F_GETFL);

@@ -350,19 +350,17 @@ static int usage_error(const char *fmt, ...)
 }
 
 /* Size of a regular file or block device; false (and a message) otherwise. */
+/* The size of a regular file or block device (open_direct refused the
+ * other kinds). */
 static bool file_size(int fd, const struct stat *st, const char *path, uint64_t *size)
 {
-	if (S_ISREG(st->st_mode)) {
+	if (!S_ISBLK(st->st_mode)) {
 		*size = (uint64_t)st->st_size;
 		return true;
 	}
-	if (S_ISBLK(st->st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, size) == 0)
-			return true;
-		complain("cannot get the size of %s: %s", path, strerror(errno));
-		return false;
-	}
-	complain("%s: not a regular file or block device", path);
+	if (ioctl(fd, BLKGETSIZE64, size) == 0)
+		return true;
+	complain("cannot get the size of %s: %s", path, strerror(errno));
 	return false;
 }
 
@@ -379,16 +377,15 @@ static uint32_t fd_alignment(int fd, const char *path)
 	return mem > off ? mem : off;
 }
 
-static int open_direct(const char *path, int flags, const char *what)
+static int open_direct(const char *path, int flags, const char *what, struct stat *st)
 {
-	mode_t mode = 0;
-	int fd = tool_open_direct(path, flags, &mode);
+	int fd = tool_open_direct(path, flags, st);
 
 	if (fd >= 0)
 		return fd;
 	if (fd == TOOL_OPEN_WRONG_KIND)
 		complain("cannot copy %s '%s': it is %s; kaio-cp copies regular files and"
-		         " block devices", what, path, tool_file_kind(mode));
+		         " block devices", what, path, tool_file_kind(st->st_mode));
 	else
 		complain("cannot open %s '%s': %s%s", what, path, strerror(errno),
 		         errno == EINVAL ? " (does its filesystem support O_DIRECT?)" : "");
@@ -453,22 +450,23 @@ int main(int argc, char **argv)
 
 	/* No O_TRUNC: the destination is checked against the source first
 	 * (truncating "a" before noticing it is "a" would destroy it). */
-	cp.src = open_direct(cp.src_path, O_RDONLY, "source");
+	cp.src = open_direct(cp.src_path, O_RDONLY, "source", &sst);
 	if (cp.src < 0)
 		goto out;
 	/* Remember whether the destination is ours: a usage error found only
 	 * once it is open (its alignment) must not leave an empty file. */
 	cp.dst = open(cp.dst_path, O_WRONLY | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0666);
-	if (cp.dst >= 0)
+	if (cp.dst >= 0) {
 		dst_created = true;
-	else
-		cp.dst = open_direct(cp.dst_path, O_WRONLY | O_CREAT, "destination");
+		if (fstat(cp.dst, &dst_st) < 0) {
+			complain("cannot stat %s: %s", cp.dst_path, strerror(errno));
+			goto out;
+		}
+	} else {
+		cp.dst = open_direct(cp.dst_path, O_WRONLY | O_CREAT, "destination", &dst_st);
+	}
 	if (cp.dst < 0)
 		goto out;
-	if (fstat(cp.src, &sst) < 0 || fstat(cp.dst, &dst_st) < 0) {
-		complain("cannot stat %s or %s: %s", cp.src_path, cp.dst_path, strerror(errno));
-		goto out;
-	}
 	if ((sst.st_dev == dst_st.st_dev && sst.st_ino == dst_st.st_ino) ||
 	    (S_ISBLK(sst.st_mode) && S_ISBLK(dst_st.st_mode) && sst.st_rdev == dst_st.st_rdev)) {
 		complain("%s and %s are the same file", cp.src_path, cp.dst_path);
