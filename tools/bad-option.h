@@ -26,7 +26,7 @@ static inline void tool_bad_option(const struct option *opts, const char *arg,
 	const char *name = arg + 2;
 	const char *eq = strchr(name, '=');
 	size_t len = eq ? (size_t)(eq - name) : strlen(name);
-	const struct option *exact = NULL;
+	const struct option *exact = NULL, *first = NULL;
 	unsigned matches = 0;
 	size_t used = 0;
 	char list[256] = "";
@@ -38,7 +38,8 @@ static inline void tool_bad_option(const struct option *opts, const char *arg,
 			exact = o;
 			break;
 		}
-		matches++;
+		if (matches++ == 0)
+			first = o;
 		if (used < sizeof list) {
 			int w = snprintf(list + used, sizeof list - used, "%s--%s",
 			                 matches > 1 ? ", " : "", o->name);
@@ -46,14 +47,8 @@ static inline void tool_bad_option(const struct option *opts, const char *arg,
 				used += (size_t)w;
 		}
 	}
-	if (matches == 1 && !exact) {
-		/* The one option it abbreviates: refused for its value. */
-		for (const struct option *o = opts; o->name; o++)
-			if (strncmp(o->name, name, len) == 0) {
-				exact = o;
-				break;
-			}
-	}
+	if (!exact && matches == 1)
+		exact = first; /* the one option it abbreviates: refused for its value */
 	if (exact && eq && exact->has_arg == no_argument)
 		snprintf(buf, n, "option '--%s' takes no value ('%s')", exact->name, arg);
 	else if (!exact && matches > 1)
